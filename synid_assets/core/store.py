@@ -1,0 +1,124 @@
+"""Where a dataset's files live under SYNID_HOME, and atomic writes so a killed run never leaves half a file."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import polars as pl
+    from PIL import Image
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def default_home() -> Path:
+    """SYNID_HOME, or ./data in the current directory."""
+    return Path(os.environ.get("SYNID_HOME") or "data").resolve()
+
+
+def check_key(key: str, what: str = "batch key") -> str:
+    """Batch keys and ids become path components: refuse anything that could escape a directory."""
+    if not _SAFE_KEY.match(key) or ".." in key:
+        raise ValueError(f"invalid {what} {key!r}: use letters, digits, '-', '_' and '.' only")
+    return key
+
+
+class DatasetLayout:
+    """Paths of one dataset. Batch outputs are Parquet and PNG files; only the manifest asset writes DuckDB."""
+
+    def __init__(self, home: str | Path) -> None:
+        self.home = Path(home).resolve()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.home / "manifest.duckdb"
+
+    @property
+    def lancedb_uri(self) -> Path:
+        return self.home / "lancedb"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def spec_dir(self) -> Path:
+        return self.home / "spec"
+
+    def spec_snapshot_dir(self, fingerprint: str) -> Path:
+        return self.spec_dir / "snapshots" / check_key(fingerprint[:16], "spec fingerprint")
+
+    @property
+    def current_spec_file(self) -> Path:
+        return self.spec_dir / "current.json"
+
+    @property
+    def batches_dir(self) -> Path:
+        return self.home / "batches"
+
+    def batch_dir(self, batch_id: str) -> Path:
+        return self.batches_dir / check_key(batch_id)
+
+    def table(self, batch_id: str, name: str) -> Path:
+        return self.batch_dir(batch_id) / f"{name}.parquet"
+
+    def image_path(self, batch_id: str, kind: str, image_id: str) -> Path:
+        return self.batch_dir(batch_id) / kind / f"{check_key(image_id, 'image id')}.png"
+
+    def relative(self, path: Path) -> str:
+        return Path(path).resolve().relative_to(self.home).as_posix()
+
+    def absolute(self, relative_path: str) -> Path:
+        path = (self.home / relative_path).resolve()
+        if not path.is_relative_to(self.home):
+            raise ValueError(f"path {relative_path!r} escapes SYNID_HOME {self.home}")
+        return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG encoding with fixed settings, so the same pixels always give the same bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6, optimize=False)
+    return buffer.getvalue()
+
+
+def save_png(image: Image.Image, path: Path) -> tuple[str, int, int]:
+    """Atomically save an image; returns (sha256 of the file, width, height)."""
+    data = png_bytes(image)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest(), image.width, image.height
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
