@@ -86,6 +86,18 @@ def load_current_spec(layout: DatasetLayout) -> Any:
 # ---------------------------------------------------------------- identities
 
 
+def resolve_batch_size(layout: DatasetLayout, batch_id: str, requested: int | None, default: int) -> int:
+    """A batch keeps the size it was first made with, so re-materializing it from the UI re-makes the same ids."""
+    record = layout.batch_dir(batch_id) / "batch.json"
+    if requested is None and record.exists():
+        return int(json.loads(record.read_text())["batch_size"])
+    size = requested or default
+    if size < 1:
+        raise ValueError(f"batch {batch_id}: batch size must be >= 1, got {size}")
+    atomic_write_bytes(record, json.dumps({"batch_id": batch_id, "batch_size": size}).encode())
+    return size
+
+
 def sample_batch(
     layout: DatasetLayout, spec: Any, dataset_seed: int, batch_id: str, batch_size: int
 ) -> dict[str, Any]:

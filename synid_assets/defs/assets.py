@@ -105,8 +105,8 @@ def identity_attributes(
     from synid_assets.core.quality import clash_violations, frequency_tests
 
     layout = dataset.layout()
-    size = config.batch_size or dataset.batch_size
     with clear_errors():
+        size = pipeline.resolve_batch_size(layout, context.partition_key, config.batch_size, dataset.batch_size)
         spec = pipeline.load_current_spec(layout)
         summary = pipeline.sample_batch(layout, spec, dataset.seed, context.partition_key, size)
         identities = pipeline.read_identities(layout, context.partition_key, "attribute_frequencies")
