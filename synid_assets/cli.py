@@ -58,8 +58,8 @@ def run_demo(
         os.environ["SYNID_ATTRIBUTES"] = str(Path(attributes).resolve())
     import dagster as dg
 
-    from synid_assets.defs.partitions import batch_key, identity_batches
     from synid_assets.definitions import build_definitions
+    from synid_assets.defs.partitions import batch_key, identity_batches
 
     try:
         defs = build_definitions(profile)

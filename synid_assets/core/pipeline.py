@@ -426,9 +426,24 @@ def filter_batch(
     threshold_fmr: float,
     threshold_source: str,
 ) -> dict[str, Any]:
-    """Strict, order-stable filter of one batch against every identity accepted before it."""
+    """Strict, order-stable filter of one batch against every identity accepted before it.
+
+    Decision order is batch key order, then index: a batch sees only the acceptances of batches whose key
+    sorts before its own, so re-deciding it later gives the same decisions. Every earlier sampled batch must
+    therefore be decided first.
+    """
     import polars as pl
 
+    undecided = [
+        path.parent.name
+        for path in sorted(layout.batches_dir.glob("*/identities.parquet"))
+        if path.parent.name < batch_id and not (path.parent / "filter_decisions.parquet").exists()
+    ]
+    if undecided:
+        raise MissingStepError(
+            f"identity_filter for {batch_id}: earlier batches {undecided} have no filter decisions yet; "
+            "the filter decides batches in key order, so materialize identity_filter for those first"
+        )
     faces = _read(layout, batch_id, "document_faces", "identity_filter")
     embedded = store.vectors(DOCUMENT_TABLE, batch_id=batch_id, model_id=model_id)
     by_image = dict(zip(embedded["image_id"], embedded["vector"], strict=True))
@@ -445,7 +460,7 @@ def filter_batch(
         ids,
         matrix,
         threshold,
-        prior_search=lambda q: store.nearest(ACCEPTED_TABLE, q, model_id, exclude_batch=batch_id),
+        prior_search=lambda q: store.nearest(ACCEPTED_TABLE, q, model_id, before_batch=batch_id),
     )
     rows = [
         {

@@ -11,26 +11,22 @@ from synid_assets.core.stats import chi_square_goodness_of_fit
 ABSENT = "<not used>"
 
 
-def unclashed_expectations(spec: Any) -> dict[str, dict[str, float]]:
-    """Exact marginals of the classes that no clash rule edits: P(absent) and usage * P(value).
+def spec_expectations(spec: Any) -> dict[str, dict[str, float]]:
+    """Per class, the exact probability of each value and of the class being absent (clashes included)."""
+    from synid_assets.core.spec import expected_frequencies
 
-    Clash rules redraw secondary classes, so their marginals have no closed form; they are left out.
-    """
-    secondary = {rule.secondary_class for rule in spec.clashes}
     out: dict[str, dict[str, float]] = {}
-    for cls in spec.classes:
-        if cls.name in secondary:
-            continue
-        probs = {v: cls.usage_probability * p for v, p in zip(cls.values, cls.probabilities, strict=True)}
-        probs[ABSENT] = 1.0 - cls.usage_probability
-        out[cls.name] = probs
+    for name, probabilities in expected_frequencies(spec).items():
+        probs = dict(probabilities)
+        probs[ABSENT] = max(0.0, 1.0 - sum(probabilities.values()))
+        out[name] = probs
     return out
 
 
 def frequency_tests(spec: Any, samples: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
-    """Chi-square goodness of fit of sampled values against the spec, one row per unclashed class."""
+    """Chi-square goodness of fit of sampled values against the spec's exact frequencies, one row per class."""
     results = []
-    for name, expected in unclashed_expectations(spec).items():
+    for name, expected in spec_expectations(spec).items():
         observed = Counter(sample.get(name, ABSENT) for sample in samples)
         statistic, df, p_value = chi_square_goodness_of_fit(observed, expected)
         results.append({"attribute": name, "statistic": statistic, "df": df, "p_value": p_value})

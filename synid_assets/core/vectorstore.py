@@ -86,15 +86,25 @@ class EmbeddingStore:
         return out
 
     def nearest(
-        self, name: str, queries: np.ndarray, model_id: str, exclude_batch: str | None = None
+        self,
+        name: str,
+        queries: np.ndarray,
+        model_id: str,
+        exclude_batch: str | None = None,
+        before_batch: str | None = None,
     ) -> list[tuple[str | None, float | None]]:
-        """Top-1 cosine neighbour of each query among a table's rows of one model (exact flat search)."""
+        """Top-1 cosine neighbour of each query among a table's rows of one model (exact flat search).
+
+        `before_batch` keeps only rows of batches whose key sorts before it (the filter's decision order).
+        """
         table = self._table(name)
         if table is None or table.count_rows() == 0:
             return [(None, None)] * len(queries)
         where = f"model_id = {_quote(model_id)}"
         if exclude_batch is not None:
             where += f" AND batch_id != {_quote(exclude_batch)}"
+        if before_batch is not None:
+            where += f" AND batch_id < {_quote(before_batch)}"
         results: list[tuple[str | None, float | None]] = []
         for query in np.asarray(queries, dtype=np.float32):
             hits = (

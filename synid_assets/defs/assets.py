@@ -233,6 +233,8 @@ def document_embeddings(
     code_version="1",
     pool="identity_filter",  # decisions depend on every earlier acceptance: one batch at a time
     automation_condition=EAGER,
+    # Batches are decided in key order; a batch that arrives before its predecessors waits and retries.
+    retry_policy=dg.RetryPolicy(max_retries=5, delay=60, backoff=dg.Backoff.EXPONENTIAL),
     description="Strict, order-stable filter: rejects identities too similar to one accepted before.",
 )
 def identity_filter(

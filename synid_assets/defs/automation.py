@@ -16,7 +16,6 @@ attribute_spec_job = dg.define_asset_job(
 batch_job = dg.define_asset_job(
     "synid_batch",
     selection=[*BATCH_ASSETS, dataset_manifest],
-    partitions_def=identity_batches,
     description="Everything for one identity batch, then the manifest.",
 )
 

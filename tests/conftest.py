@@ -1,0 +1,31 @@
+"""Shared fixtures: a temporary SYNID_HOME and DAGSTER_HOME per test, and a definitions builder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def synid_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "synid_home"
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True)
+    shutil.copyfile(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    monkeypatch.setenv("SYNID_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    for variable in ("SYNID_PROFILE", "SYNID_ATTRIBUTES", "SYNID_SEED", "SYNID_BATCH_SIZE", "SYNID_LIVE"):
+        monkeypatch.delenv(variable, raising=False)
+    return home
+
+
+@pytest.fixture
+def attributes_copy(tmp_path: Path) -> Path:
+    """A writable copy of the shipped FLUXSynID attribute spec."""
+    target = tmp_path / "attributes"
+    shutil.copytree(REPO / "attributes", target)
+    return target
