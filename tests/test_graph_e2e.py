@@ -216,3 +216,21 @@ def test_invalid_spec_fails_spec_asset_and_writes_nothing(synid_home: Path, attr
     text = next(e for e in batch.all_events if e.is_step_failure).step_failure_data.user_failure_data.description
     assert "attribute_spec" in text
     assert not DatasetLayout(synid_home).table("batch-00000", "identities").exists()
+
+
+def test_filter_refuses_a_batch_before_its_predecessors(synid_home: Path) -> None:
+    defs = build(synid_home, live=0)
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("attribute_spec_job").execute_in_process(instance=instance, run_config=QUIET).success
+    instance.add_dynamic_partitions(identity_batches.name, ["batch-00000", "batch-00001"])
+    upstream = [a for a in defs.assets if a.key.path[-1] in {"identity_attributes", "prompts", "document_images",
+                                                            "document_embeddings"}]
+    for key in ("batch-00000", "batch-00001"):
+        assert dg.materialize(upstream, partition_key=key, instance=instance, resources=defs.resources).success
+    # batch-00001 before batch-00000 would let two lookalikes in: refused with a message saying why.
+    result = materialize_batch(defs, instance, "batch-00001")
+    assert not result.success
+    text = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data.description
+    assert "batch-00000" in text and "key order" in text
+    assert materialize_batch(defs, instance, "batch-00000").success
+    assert materialize_batch(defs, instance, "batch-00001").success
