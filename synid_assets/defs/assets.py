@@ -35,7 +35,8 @@ def clear_errors() -> Iterator[None]:
     try:
         yield
     except (AttributeSpecError, pipeline.MissingStepError, FaceModelError, ImageReadError) as exc:
-        raise dg.Failure(description=str(exc)) from None
+        # Bad input does not heal by retrying: fail once, with the message alone.
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 class IdentityBatchConfig(dg.Config):
@@ -233,8 +234,6 @@ def document_embeddings(
     code_version="1",
     pool="identity_filter",  # decisions depend on every earlier acceptance: one batch at a time
     automation_condition=EAGER,
-    # Batches are decided in key order; a batch that arrives before its predecessors waits and retries.
-    retry_policy=dg.RetryPolicy(max_retries=5, delay=60, backoff=dg.Backoff.EXPONENTIAL),
     description="Strict, order-stable filter: rejects identities too similar to one accepted before.",
 )
 def identity_filter(
