@@ -44,7 +44,9 @@ def test_spec_sensor_first_tick_matches_last_snapshot(synid_home, attributes_cop
 
 
 def test_daily_schedule_adds_the_next_batch(synid_home) -> None:
-    with dg.instance_for_test() as instance:
+    # Not `with`: DagsterInstance.__exit__ leaves its defs-state context var set (dagster 1.13).
+    instance = dg.DagsterInstance.get()
+    try:
         instance.add_dynamic_partitions(identity_batches.name, ["batch-00000", "batch-00001"])
         context = dg.build_schedule_context(
             instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 28, 3, tzinfo=dt.timezone.utc)
@@ -52,6 +54,8 @@ def test_daily_schedule_adds_the_next_batch(synid_home) -> None:
         request = daily_batch_schedule(context)
         assert request.partition_key == "batch-00002"
         assert "batch-00002" in instance.get_dynamic_partitions(identity_batches.name)
+    finally:
+        instance.dispose()
     assert batch_job.name == daily_batch_schedule.job_name
 
 

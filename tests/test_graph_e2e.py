@@ -234,3 +234,35 @@ def test_filter_refuses_a_batch_before_its_predecessors(synid_home: Path) -> Non
     assert "batch-00000" in text and "key order" in text
     assert materialize_batch(defs, instance, "batch-00000").success
     assert materialize_batch(defs, instance, "batch-00001").success
+
+
+def test_batches_from_an_older_spec_become_stale(synid_home: Path, attributes_copy: Path) -> None:
+    """Dagster marks a batch stale when the spec's data version differs from the one it was sampled from."""
+    defs = build(synid_home, attributes=attributes_copy, live=0)
+    # Not `with`: DagsterInstance.__exit__ leaves its defs-state context var set (dagster 1.13).
+    instance = dg.DagsterInstance.get()
+    try:
+        spec_job = defs.resolve_job_def("attribute_spec_job")
+        assert spec_job.execute_in_process(instance=instance, run_config=QUIET).success
+        instance.add_dynamic_partitions(identity_batches.name, ["batch-00000"])
+        assert dg.materialize(
+            [a for a in defs.assets if a.key.path[-1] == "identity_attributes"],
+            partition_key="batch-00000", instance=instance, resources=defs.resources,
+            run_config={"ops": {"identity_attributes": {"config": {"batch_size": 2}}}},
+        ).success
+
+        def versions() -> tuple[str, str]:
+            batch = instance.get_latest_materialization_event(dg.AssetKey("identity_attributes"))
+            spec = instance.get_latest_materialization_event(dg.AssetKey("attribute_spec"))
+            return (batch.asset_materialization.tags["dagster/input_data_version/attribute_spec"],
+                    spec.asset_materialization.tags["dagster/data_version"])
+
+        sampled_from, current = versions()
+        assert sampled_from == current
+        with open(attributes_copy / "eyewear.txt", "a", encoding="utf-8") as handle:
+            handle.write("\n# edited\n")
+        assert spec_job.execute_in_process(instance=instance, run_config=QUIET).success
+        sampled_from, current = versions()
+        assert sampled_from != current
+    finally:
+        instance.dispose()
