@@ -16,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from synid_assets.core.interfaces import ModelLoadError
+
 SHAPE_PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
 RECOGNITION_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_SIZE = 150  # the ResNet descriptor was trained on 150x150 chips with dlib's default padding
 CHIP_PADDING = 0.25
 
 
-class FaceModelError(RuntimeError):
+class FaceModelError(ModelLoadError):
     """The dlib model files are missing or unreadable."""
 
 

@@ -107,3 +107,11 @@ class EmbedderThresholds:
                 return threshold
         known = ", ".join(f"{t.fmr:g}" for t in self.thresholds) or "none"
         raise KeyError(f"embedder {self.model_id!r} has no threshold for FMR {fmr:g} (known: {known})")
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot be built: unknown name, bad option, missing dependency."""
+
+
+class ModelLoadError(BackendError):
+    """A model that cannot be loaded; the message names the model (repo id or dir) and how to fetch it."""

@@ -29,12 +29,13 @@ EAGER = dg.AutomationCondition.eager()
 @contextlib.contextmanager
 def clear_errors() -> Iterator[None]:
     """Turn the domain's input errors into a Dagster failure with the message alone (no traceback noise)."""
-    from synid_assets.core.faces import FaceModelError, ImageReadError
+    from synid_assets.core.faces import ImageReadError
+    from synid_assets.core.interfaces import BackendError
     from synid_assets.core.spec import AttributeSpecError
 
     try:
         yield
-    except (AttributeSpecError, pipeline.MissingStepError, FaceModelError, ImageReadError) as exc:
+    except (AttributeSpecError, pipeline.MissingStepError, BackendError, ImageReadError) as exc:
         # Bad input does not heal by retrying: fail once, with the message alone.
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
@@ -148,7 +149,8 @@ def identity_attributes(
 def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource, prompt_writer: PromptWriterResource):
     layout = dataset.layout()
     with clear_errors():
-        summary = pipeline.write_prompts(layout, context.partition_key, prompt_writer.writer())
+        summary = pipeline.write_prompts(layout, context.partition_key, prompt_writer.get())
+    prompt_writer.release()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary["prompts"],
@@ -174,9 +176,10 @@ def document_images(
     context: dg.AssetExecutionContext, dataset: DatasetResource, document_generator: DocumentGeneratorResource
 ) -> dg.MaterializeResult:
     layout = dataset.layout()
-    generator = document_generator.generator()
+    generator = document_generator.get()
     with clear_errors():
         summary = pipeline.generate_documents(layout, context.partition_key, generator)
+    document_generator.release()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary["images"],
@@ -208,7 +211,7 @@ def document_embeddings(
 ):
     layout = dataset.layout()
     with clear_errors():
-        summary = pipeline.embed_documents(layout, context.partition_key, face_analyzer.analyzer(), lancedb.store())
+        summary = pipeline.embed_documents(layout, context.partition_key, face_analyzer.get(), lancedb.store())
     rate, minimum = summary["detection_rate"], dataset.min_document_detection_rate
     yield dg.MaterializeResult(
         metadata={
@@ -279,9 +282,10 @@ def live_images(
     context: dg.AssetExecutionContext, dataset: DatasetResource, live_generator: LiveGeneratorResource
 ) -> dg.MaterializeResult:
     layout = dataset.layout()
-    generator = live_generator.generator()
+    generator = live_generator.get()
     with clear_errors():
         summary = pipeline.generate_live(layout, context.partition_key, generator, dataset.live_per_identity)
+    live_generator.release()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary["images"],
@@ -317,7 +321,7 @@ def live_embeddings(
     threshold = face_analyzer.operating_threshold()
     with clear_errors():
         summary = pipeline.embed_live(
-            dataset.layout(), context.partition_key, face_analyzer.analyzer(), lancedb.store()
+            dataset.layout(), context.partition_key, face_analyzer.get(), lancedb.store()
         )
     sims = summary["similarities"]
     consistent = sum(s > threshold.value for s in sims)

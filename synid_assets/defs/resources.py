@@ -6,8 +6,11 @@ in about a second and a run that never embeds a face never imports dlib.
 
 from __future__ import annotations
 
+import gc
+import json
+import sys
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -53,40 +56,77 @@ class LanceDBResource(dg.ConfigurableResource):
         return EmbeddingStore(self.uri)
 
 
-class PromptWriterResource(dg.ConfigurableResource):
-    backend: str = "template"
-    trigger: str = ""
-
-    def writer(self):
-        if self.backend == "template":
-            from synid_assets.core.prompts import TemplatePromptWriter
-
-            return TemplatePromptWriter(trigger=self.trigger)
-        raise dg.Failure(f"prompt_writer backend {self.backend!r} is not available (known: template)")
+_CPU_BACKENDS = frozenset({"template", "procedural", "dlib"})
 
 
-class DocumentGeneratorResource(dg.ConfigurableResource):
-    backend: str = "procedural"
-    size: int = 256
+class BackendResource(dg.ConfigurableResource):
+    """A backend named by the profile, built with its options and loaded lazily on first use.
 
-    def generator(self):
-        if self.backend == "procedural":
-            from synid_assets.core.procedural import ProceduralDocumentGenerator
+    CPU backends stay loaded for the life of the process (a module-level cache); GPU backends are held by
+    the resource and released after the step that used them, so the next step's model has the memory.
+    """
 
-            return _cached(("document", self.backend, self.size), lambda: ProceduralDocumentGenerator(self.size))
-        raise dg.Failure(f"document_generator backend {self.backend!r} is not available (known: procedural)")
+    backend: str
+    options: dict[str, Any] = {}
+    keep_loaded: bool | None = None  # None: keep CPU backends, release GPU ones
+    _instance: Any = PrivateAttr(default=None)
+    kind: ClassVar[str] = ""
+
+    def _keep(self) -> bool:
+        return self.backend in _CPU_BACKENDS if self.keep_loaded is None else self.keep_loaded
+
+    def get(self) -> Any:
+        if self._keep():
+            key = (self.kind, self.backend, json.dumps(self.options, sort_keys=True, default=str))
+            return _cached(key, self._build)
+        if self._instance is None:
+            self._instance = self._build()
+        return self._instance
+
+    def _build(self) -> Any:
+        from synid_assets.core.backends import create_backend
+        from synid_assets.core.interfaces import BackendError
+
+        try:
+            instance = create_backend(self.kind, self.backend, dict(self.options))
+            if hasattr(instance, "load"):
+                instance.load()
+        except BackendError as exc:  # unknown backend or option, missing model (named in the message)
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        return instance
+
+    def backend_class(self) -> type:
+        from synid_assets.core.backends import backend_class
+
+        return backend_class(self.kind, self.backend)
+
+    def release(self) -> None:
+        """Drop a GPU backend's model and give its memory back."""
+        if self._instance is None:
+            return
+        instance, self._instance = self._instance, None
+        if hasattr(instance, "release"):
+            instance.release()
+        del instance
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.release()
 
 
-class LiveGeneratorResource(dg.ConfigurableResource):
-    backend: str = "procedural"
-    size: int = 256
+class PromptWriterResource(BackendResource):
+    kind: ClassVar[str] = "prompt_writer"
 
-    def generator(self):
-        if self.backend == "procedural":
-            from synid_assets.core.procedural import ProceduralLiveGenerator
 
-            return _cached(("live", self.backend, self.size), lambda: ProceduralLiveGenerator(self.size))
-        raise dg.Failure(f"live_generator backend {self.backend!r} is not available (known: procedural)")
+class DocumentGeneratorResource(BackendResource):
+    kind: ClassVar[str] = "document_generator"
+
+
+class LiveGeneratorResource(BackendResource):
+    kind: ClassVar[str] = "live_generator"
 
 
 class ThresholdConfig(dg.Config):
@@ -95,38 +135,16 @@ class ThresholdConfig(dg.Config):
     source: str
 
 
-class FaceAnalyzerResource(dg.ConfigurableResource):
+class FaceAnalyzerResource(BackendResource):
     """Detection, alignment and embedding, plus the embedder's thresholds per FMR (each with its source)."""
 
-    backend: str = "dlib"
-    model_dir: str | None = None
-    upsample: int = 1
+    kind: ClassVar[str] = "face_analyzer"
     fmr: float = 1e-3
     thresholds: list[ThresholdConfig] = []
-    _analyzer: Any = PrivateAttr(default=None)
-
-    def analyzer(self):
-        if self._analyzer is None:
-            self._analyzer = _cached(("faces", self.backend, self.model_dir, self.upsample), self._build)
-        return self._analyzer
-
-    def _build(self):
-        if self.backend != "dlib":
-            raise dg.Failure(f"face_analyzer backend {self.backend!r} is not available (known: dlib)")
-        from synid_assets.core.faces import DlibFaceAnalyzer, FaceModelError
-
-        analyzer = DlibFaceAnalyzer(model_dir=self.model_dir, upsample=self.upsample)
-        try:
-            analyzer.load()
-        except FaceModelError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        return analyzer
 
     @property
     def model_id(self) -> str:
-        from synid_assets.core.faces import DlibFaceAnalyzer
-
-        return DlibFaceAnalyzer.model_id if self.backend == "dlib" else self.backend
+        return self.backend_class().model_id
 
     def operating_threshold(self):
         """The threshold at the profile's FMR, used by the filter and the live consistency check."""
@@ -140,6 +158,12 @@ class FaceAnalyzerResource(dg.ConfigurableResource):
             return table.at(self.fmr)
         except KeyError as exc:
             raise dg.Failure(description=f"{exc.args[0]}: add it to the resource profile") from None
+
+
+def _options(section: dict[str, Any], reserved: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A profile section's backend options: everything but the backend name, reserved keys and nulls."""
+    skip = {"backend", "keep_loaded", *reserved}
+    return {k: v for k, v in section.items() if k not in skip and v is not None}
 
 
 def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: str) -> dict[str, Any]:
@@ -161,18 +185,24 @@ def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: s
         ),
         "lancedb": LanceDBResource(uri=str(DatasetLayout(home).lancedb_uri)),
         "prompt_writer": PromptWriterResource(
-            backend=profile["prompt_writer"]["backend"], trigger=profile["prompt_writer"].get("trigger", "")
+            backend=profile["prompt_writer"]["backend"],
+            options=_options(profile["prompt_writer"]),
+            keep_loaded=profile["prompt_writer"].get("keep_loaded"),
         ),
         "document_generator": DocumentGeneratorResource(
-            backend=profile["document_generator"]["backend"], size=int(profile["document_generator"]["size"])
+            backend=profile["document_generator"]["backend"],
+            options=_options(profile["document_generator"]),
+            keep_loaded=profile["document_generator"].get("keep_loaded"),
         ),
         "live_generator": LiveGeneratorResource(
-            backend=profile["live_generator"]["backend"], size=int(profile["live_generator"]["size"])
+            backend=profile["live_generator"]["backend"],
+            options=_options(profile["live_generator"]),
+            keep_loaded=profile["live_generator"].get("keep_loaded"),
         ),
         "face_analyzer": FaceAnalyzerResource(
             backend=faces["backend"],
-            model_dir=faces.get("model_dir"),
-            upsample=int(faces.get("upsample", 1)),
+            options=_options(faces, reserved=("fmr", "thresholds")),
+            keep_loaded=faces.get("keep_loaded"),
             fmr=float(faces["fmr"]),
             thresholds=[
                 ThresholdConfig(fmr=float(t["fmr"]), value=float(t["value"]), source=str(t["source"]))
