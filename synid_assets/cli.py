@@ -226,6 +226,96 @@ def _write_thresholds(path: Path, thresholds: dict[float, float], source: str) -
     path.write_text(pattern.sub(lambda m: m.group(1) + entries, text, count=1), encoding="utf-8")
 
 
+def run_models(action: str, profile_name: str, cache_dir: str | None) -> int:
+    """List, check or download the models a profile needs. HF_TOKEN is read, never shown."""
+    from synid_assets.core.models import check_models, download_models, profile_models
+    from synid_assets.core.profiles import load_profile
+
+    try:
+        profile = load_profile(profile_name)
+    except ProfileError as exc:
+        print(f"synid models: {exc}", file=sys.stderr)
+        return 2
+    refs = profile_models(profile)
+    if not refs:
+        print(f"profile {profile['name']}: embedded backends only, nothing to download")
+        return 0
+    if action == "download":
+        try:
+            for ref, path in download_models(refs, cache_dir):
+                print(f"{ref.role:<26} {ref.repo_id}  ->  {path}  [{ref.license}]")
+        except Exception as exc:  # network, auth, gated repo: say which model, never the token
+            print(f"synid models download: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print("gated repos (FLUX.1-dev) need an accepted licence and HF_TOKEN in the environment", file=sys.stderr)
+            return 1
+        return 0
+    missing = 0
+    for ref, present, where in check_models(refs, cache_dir):
+        missing += not present
+        state = "ok     " if present else "MISSING"
+        print(f"{state} {ref.role:<26} {ref.repo_id}@{ref.revision or 'main'}  {where}  [{ref.license}]")
+    if missing:
+        print(f"{missing} model(s) missing: run `synid models download {profile_name}`", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def run_regenerate(image_id: str, profile_name: str | None, out: str | None) -> int:
+    """Re-make one image from its manifest row with the profile's generator and compare hashes."""
+    import json
+
+    import duckdb
+
+    from synid_assets.core.backends import create_backend
+    from synid_assets.core.interfaces import BackendError
+    from synid_assets.core.profiles import load_profile
+    from synid_assets.core.store import DatasetLayout, atomic_write_bytes, png_bytes
+
+    layout = DatasetLayout(default_home())
+    if not layout.manifest_path.exists():
+        print(f"synid regenerate: {layout.manifest_path} does not exist", file=sys.stderr)
+        return 2
+    with duckdb.connect(str(layout.manifest_path), read_only=True) as con:
+        row = con.execute(
+            "SELECT kind, generator, sha256, params FROM images WHERE image_id = ?", [image_id]
+        ).fetchone()
+    if row is None:
+        print(f"synid regenerate: no image {image_id!r} in {layout.manifest_path}", file=sys.stderr)
+        return 2
+    kind, generator_name, sha256, params = row
+    params = json.loads(params)
+    try:
+        profile = load_profile(profile_name)
+        section_name = "document_generator" if kind == "document" else "live_generator"
+        section = profile[section_name]
+        if section["backend"] != generator_name:
+            raise BackendError(
+                f"image {image_id} was made by {generator_name!r} but profile {profile['name']!r} uses "
+                f"{section['backend']!r}: pass --profile with a profile that uses {generator_name!r}"
+            )
+        options = {k: v for k, v in section.items() if k not in ("backend", "keep_loaded") and v is not None}
+        generator = create_backend(section_name, generator_name, options)
+        if hasattr(generator, "load"):
+            generator.load()
+        image = generator.regenerate(params)
+    except (ProfileError, BackendError) as exc:
+        print(f"synid regenerate: {exc}", file=sys.stderr)
+        return 2
+    recorded_version = str(params.get("version", ""))
+    if recorded_version and recorded_version != str(generator.version):
+        print(f"note: {image_id} was made by {generator_name} v{recorded_version}; this installation has "
+              f"v{generator.version}, so the bytes may differ")
+    data = png_bytes(image)
+    target = Path(out) if out else layout.home / "regenerated" / f"{image_id}.png"
+    atomic_write_bytes(target, data)
+    import hashlib
+
+    new_sha = hashlib.sha256(data).hexdigest()
+    same = new_sha == sha256
+    print(f"{image_id}: regenerated to {target}\n  manifest sha256 {sha256}\n  new      sha256 {new_sha}")
+    print("  identical" if same else "  DIFFERENT (another machine, library version or nondeterministic kernel)")
+    return 0 if same else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synid", description="SynID: synthetic face-recognition datasets")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -255,6 +345,19 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--identities", type=int, default=300)
     calibrate.add_argument("--seed", type=int, default=12345)
     calibrate.add_argument("--write", default=None, help="profile YAML to write the thresholds into")
+
+    models = commands.add_parser("models", help="models a resource profile needs")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    for action, text in (("check", "say which models are missing (no network)"),
+                         ("download", "fetch them with huggingface_hub (token from HF_TOKEN)")):
+        command = model_commands.add_parser(action, help=text)
+        command.add_argument("profile")
+        command.add_argument("--cache-dir", default=None, help="default: the Hugging Face cache")
+
+    regenerate = commands.add_parser("regenerate", help="re-make one image from its manifest row, compare hashes")
+    regenerate.add_argument("image_id")
+    regenerate.add_argument("--profile", default=None)
+    regenerate.add_argument("--out", default=None, help="default $SYNID_HOME/regenerated/<image_id>.png")
     return parser
 
 
@@ -268,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_validate(args.directory)
     if args.command == "thresholds":
         return run_calibrate_local(args.identities, args.seed, args.write)
+    if args.command == "models":
+        return run_models(args.models_command, args.profile, args.cache_dir)
+    if args.command == "regenerate":
+        return run_regenerate(args.image_id, args.profile, args.out)
     return 2
 
 

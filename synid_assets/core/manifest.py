@@ -80,6 +80,17 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "decision_order": "order of the decision within its batch",
         },
     ),
+    "models": (
+        "Every model (or embedded backend) that produced something in the dataset, with its licence.",
+        {
+            "role": "prompt_writer, document_generator, live_generator or face_analyzer",
+            "backend": "backend name",
+            "model_id": "hub repo id / local dir, or the embedded backend and its version",
+            "revision": "resolved revision (commit) when loaded from the hub",
+            "license": "licence of the model",
+            "uses": "rows produced with it",
+        },
+    ),
     "batches": (
         "One row per batch in the manifest.",
         {"batch_id": "batch", "identities": "identities sampled", "spec_fingerprint": "spec of the batch"},
@@ -215,6 +226,31 @@ def _fill(con, layout: DatasetLayout, extra_info: dict[str, str]) -> dict[str, i
         CREATE TABLE identity_attributes AS
         SELECT identity_id::VARCHAR identity_id, attribute::VARCHAR attribute, value::VARCHAR value
         FROM {attrs} ORDER BY identity_id, attribute
+        """
+    )
+    con.execute(
+        """
+        CREATE TABLE models AS
+        SELECT role, backend, model_id, revision, license, count(*)::INTEGER uses FROM (
+            SELECT CASE kind WHEN 'document' THEN 'document_generator' ELSE 'live_generator' END role,
+                   generator backend,
+                   coalesce(params->>'model_id', generator || ' v' || generator_version) model_id,
+                   params->>'revision' revision,
+                   coalesce(params->>'license',
+                            CASE WHEN generator = 'procedural' THEN 'no weights (SynID code)' END) license
+            FROM images
+            UNION ALL
+            SELECT 'face_analyzer', model_id, model_id, NULL,
+                   CASE WHEN model_id LIKE 'dlib%' THEN 'dlib model, as shipped by face_recognition_models' END
+            FROM images WHERE model_id IS NOT NULL
+            UNION ALL
+            SELECT 'prompt_writer', prompt_writer,
+                   coalesce(prompt_params->>'model_id', prompt_writer || ' v' || prompt_writer_version),
+                   prompt_params->>'revision',
+                   coalesce(prompt_params->>'license',
+                            CASE WHEN prompt_writer = 'template' THEN 'no weights (SynID code)' END)
+            FROM identities WHERE prompt_writer IS NOT NULL
+        ) GROUP BY ALL ORDER BY role, model_id
         """
     )
     con.execute(

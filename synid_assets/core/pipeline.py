@@ -169,6 +169,11 @@ def write_prompts(layout: DatasetLayout, batch_id: str, writer: PromptWriter) ->
     results = writer.write(identities)
     if len(results) != len(identities):
         raise RuntimeError(f"prompt writer {writer.name} returned {len(results)} prompts for {len(identities)}")
+    from synid_assets.core.models import license_of
+
+    for result in results:  # model writers record their model; its licence goes with it
+        if result.params.get("model_id") and "license" not in result.params:
+            result.params["license"] = license_of(str(result.params["model_id"]))
     rows = [
         {
             "identity_id": identity.identity_id,

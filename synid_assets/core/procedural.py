@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.interfaces import DocumentRequest, GeneratedImage, LiveRequest
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class ProceduralDocumentGenerator:
@@ -36,6 +40,12 @@ class ProceduralDocumentGenerator:
             }
             out.append(GeneratedImage(image=image, params=params))
         return out
+
+    def regenerate(self, params: Mapping[str, Any]) -> Image.Image:
+        """Re-render a document from its recorded parameters."""
+        from synid_assets.core import render
+
+        return render.render_document(params["attributes"], int(params["identity_seed"]), int(params["size"]))
 
 
 class ProceduralLiveGenerator:
@@ -70,3 +80,11 @@ class ProceduralLiveGenerator:
             }
             out.append(GeneratedImage(image=image, params=params))
         return out
+
+    def regenerate(self, params: Mapping[str, Any]) -> Image.Image:
+        """Re-render a live image from its recorded parameters (the variation is stored whole)."""
+        from synid_assets.core import render
+
+        return render.render_live(
+            params["attributes"], int(params["identity_seed"]), params["variation"], int(params["size"])
+        )

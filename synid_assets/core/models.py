@@ -1,0 +1,130 @@
+"""Model management: which models a resource profile needs, fetching them, and checking they are there.
+
+Tokens come only from the HF_TOKEN environment variable (huggingface_hub's own login store also works);
+they are never printed, logged or written anywhere by SynID.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Licences of the default models, recorded in the manifest and stated in the README.
+KNOWN_LICENSES: dict[str, str] = {
+    "black-forest-labs/FLUX.1-dev": "FLUX.1 [dev] Non-Commercial License",
+    "black-forest-labs/FLUX.1-schnell": "Apache-2.0",
+    "black-forest-labs/FLUX.1-Kontext-dev": "FLUX.1 [dev] Non-Commercial License",
+    "Qwen/Qwen2.5-7B-Instruct": "Apache-2.0",
+    "Qwen/Qwen2.5-32B-Instruct": "Apache-2.0",
+    "Raul2718/CFD-FLUX.1-dev-LoRA": "see model card (trained on the Chicago Face Database)",
+}
+
+# Only the diffusers-format folders of a FLUX repo: the root also holds a 23 GB single-file checkpoint.
+_DIFFUSERS_PATTERNS = [
+    "model_index.json",
+    "scheduler/*",
+    "text_encoder/*",
+    "text_encoder_2/*",
+    "tokenizer/*",
+    "tokenizer_2/*",
+    "transformer/*",
+    "vae/*",
+]
+_CAUSAL_LM_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    role: str  # which profile section uses it
+    repo_id: str  # a Hugging Face repo id, or a local directory
+    revision: str | None
+    allow_patterns: tuple[str, ...] | None
+    license: str
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.repo_id).expanduser().is_absolute() or Path(self.repo_id).expanduser().exists()
+
+
+def license_of(repo_id: str) -> str:
+    return KNOWN_LICENSES.get(repo_id, "see model card")
+
+
+def profile_models(profile: dict[str, Any]) -> list[ModelRef]:
+    """Every downloadable model a profile names, per backend."""
+    refs: list[ModelRef] = []
+    writer = profile["prompt_writer"]
+    if writer["backend"] == "llm":
+        model = writer.get("model_id", "Qwen/Qwen2.5-7B-Instruct")
+        refs.append(
+            ModelRef("prompt_writer", model, writer.get("revision"), tuple(_CAUSAL_LM_PATTERNS), license_of(model))
+        )
+    documents = profile["document_generator"]
+    if documents["backend"] == "flux":
+        model = documents.get("model_id", "black-forest-labs/FLUX.1-dev")
+        patterns = tuple(_DIFFUSERS_PATTERNS)
+        refs.append(ModelRef("document_generator", model, documents.get("revision"), patterns, license_of(model)))
+        if documents.get("lora"):
+            weight = documents.get("lora_weight_name")
+            refs.append(
+                ModelRef(
+                    "document_generator.lora",
+                    documents["lora"],
+                    documents.get("lora_revision"),
+                    (weight,) if weight else ("*.safetensors",),
+                    license_of(documents["lora"]),
+                )
+            )
+    return refs
+
+
+def _token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None
+
+
+def check_models(refs: list[ModelRef], cache_dir: str | None = None) -> list[tuple[ModelRef, bool, str]]:
+    """(model, present, where or why not) for each model, without any network access."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    results = []
+    for ref in refs:
+        if ref.is_local:
+            path = Path(ref.repo_id).expanduser()
+            ok = path.is_dir() and any(path.iterdir())
+            results.append((ref, ok, str(path) if ok else f"local directory {path} is missing or empty"))
+            continue
+        try:
+            path = snapshot_download(
+                ref.repo_id,
+                revision=ref.revision,
+                cache_dir=cache_dir,
+                allow_patterns=list(ref.allow_patterns) if ref.allow_patterns else None,
+                local_files_only=True,
+            )
+            results.append((ref, True, path))
+        except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
+            results.append((ref, False, f"not in the cache ({type(exc).__name__})"))
+    return results
+
+
+def download_models(refs: list[ModelRef], cache_dir: str | None = None) -> list[tuple[ModelRef, str]]:
+    """Fetch each hub model (only the files its backend loads) into the Hugging Face cache or cache_dir."""
+    from huggingface_hub import snapshot_download
+
+    done = []
+    for ref in refs:
+        if ref.is_local:
+            done.append((ref, str(Path(ref.repo_id).expanduser())))
+            continue
+        path = snapshot_download(
+            ref.repo_id,
+            revision=ref.revision,
+            cache_dir=cache_dir,
+            allow_patterns=list(ref.allow_patterns) if ref.allow_patterns else None,
+            token=_token(),
+        )
+        done.append((ref, path))
+    return done
