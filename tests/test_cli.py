@@ -82,3 +82,11 @@ def test_demo_with_invalid_spec_writes_nothing(tmp_path, attributes_copy) -> Non
     assert "missing.txt" in done.stderr and "file_probabilities.json" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (home / "batches").exists() and not (home / "manifest.duckdb").exists()
+
+
+def test_regenerate_reproduces_manifest_bytes(demo_home: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SYNID_HOME", str(demo_home))
+    assert main(["regenerate", "batch-00000-0000-doc"]) == 0
+    assert "identical" in capsys.readouterr().out
+    assert (demo_home / "regenerated" / "batch-00000-0000-doc.png").exists()
+    assert main(["regenerate", "no-such-image"]) == 2
