@@ -134,9 +134,14 @@ def run_query(sql: str, database: str | None, output: str) -> int:
     if not path.exists():
         print(f"synid query: {path} does not exist; run `make demo` (or materialize dataset_manifest)", file=sys.stderr)
         return 2
-    config = {"enable_external_access": False, "lock_configuration": True}
+    quality = path.with_name("quality.duckdb")
     try:
-        with duckdb.connect(str(path), read_only=True, config=config) as con:
+        with duckdb.connect(str(path), read_only=True) as con:
+            if quality.exists():  # the quality report's tables, as schema `quality`
+                con.execute(f"ATTACH '{quality}' AS quality (READ_ONLY)")
+            # From here on no file can be read or written, and the setting cannot be undone.
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
             relation = con.sql(sql)
             if relation is None:
                 print("synid query: the statement returned no rows", file=sys.stderr)

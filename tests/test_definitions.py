@@ -16,7 +16,7 @@ def test_definitions_validate(synid_home) -> None:
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "attribute_spec", "identity_attributes", "prompts", "document_images", "document_embeddings",
-        "identity_filter", "live_images", "live_embeddings", "dataset_manifest",
+        "identity_filter", "live_images", "live_embeddings", "dataset_manifest", "quality_report",
     }
     assert defs.resolve_job_def("synid_batch") is not None
     assert defs.resolve_schedule_def("daily_batch_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
@@ -29,7 +29,7 @@ def test_pools_and_partitions(synid_home) -> None:
     pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
     for key in ("document_images", "document_embeddings", "live_images", "live_embeddings"):
         assert pools[key] == {"gpu"}
-    assert pools["dataset_manifest"] == {"duckdb"}
+    assert pools["dataset_manifest"] == {"duckdb"} == pools["quality_report"]
     assert pools["identity_filter"] == {"identity_filter"}
     partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
     assert partitioned == {"identity_attributes", "prompts", "document_images", "document_embeddings",

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     import polars as pl
     from PIL import Image
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -86,6 +89,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the user's usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -7,6 +7,7 @@ code in synid_assets.core, and returns a MaterializeResult with counts and small
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 
@@ -403,6 +404,55 @@ def dataset_manifest(context: dg.AssetExecutionContext, dataset: DatasetResource
     )
 
 
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "html"},
+    deps=[dataset_manifest],
+    code_version="1",
+    pool="duckdb",
+    automation_condition=EAGER,
+    description="Genuine/impostor scores, EER, FNMR at FMR 1e-3/1e-4, U_class, C_intra, attribute balance, "
+    "detection failures: $SYNID_HOME/reports/quality.html and quality.duckdb.",
+)
+def quality_report(
+    context: dg.AssetExecutionContext,
+    dataset: DatasetResource,
+    face_analyzer: FaceAnalyzerResource,
+    lancedb: LanceDBResource,
+) -> dg.MaterializeResult:
+    import base64
+
+    from synid_assets.core.quality_report import build_quality_report
+
+    layout = dataset.layout()
+    threshold = face_analyzer.operating_threshold()
+    with clear_errors():
+        spec = pipeline.load_current_spec(layout)
+    summary = build_quality_report(
+        layout, lancedb.store(), face_analyzer.model_id, threshold.value, threshold.fmr, spec, dataset.seed
+    )
+    plots = {
+        f"plot_{name}": dg.MetadataValue.md(
+            f"![{name}](data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()})"
+        )
+        for name, path in summary["plots"].items()
+    }
+    figures = {
+        k: v
+        for k, v in summary.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # drop NaN: no data for it
+    }
+    return dg.MaterializeResult(
+        metadata={
+            **figures,
+            "status": dg.MetadataValue.json(summary["status"]),
+            "report": dg.MetadataValue.path(summary["html"]),
+            "dagster/uri": summary["html"],
+            **plots,
+        }
+    )
+
+
 def spec_frequency_samples(spec, draws: int, seed: int) -> list[dict[str, str]]:
     from synid_assets.core.seeds import rng_for
     from synid_assets.core.spec import sample_identity_attributes
@@ -432,6 +482,6 @@ def attribute_spec_valid(dataset: DatasetResource) -> dg.AssetCheckResult:
     )
 
 
-ALL_ASSETS = [attribute_spec, *BATCH_ASSETS, dataset_manifest]
+ALL_ASSETS = [attribute_spec, *BATCH_ASSETS, dataset_manifest, quality_report]
 ALL_CHECKS = [attribute_spec_valid]
 

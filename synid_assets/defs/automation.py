@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from synid_assets.defs.assets import BATCH_ASSETS, attribute_spec, dataset_manifest
+from synid_assets.defs.assets import BATCH_ASSETS, attribute_spec, dataset_manifest, quality_report
 from synid_assets.defs.partitions import identity_batches, next_batch_keys
 from synid_assets.defs.resources import DatasetResource
 
@@ -15,8 +15,8 @@ attribute_spec_job = dg.define_asset_job(
 
 batch_job = dg.define_asset_job(
     "synid_batch",
-    selection=[*BATCH_ASSETS, dataset_manifest],
-    description="Everything for one identity batch, then the manifest.",
+    selection=[*BATCH_ASSETS, dataset_manifest, quality_report],
+    description="Everything for one identity batch, then the manifest and the quality report.",
 )
 
 
