@@ -24,7 +24,7 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "idx": "index within the batch",
             "seed": "recorded identity seed; every draw of the identity derives from it",
             "prompt": "text prompt of the document image",
-            "status": "'accepted', 'rejected_similar', 'no_face', or 'pending' before the filter ran",
+            "status": "'accepted', 'rejected_similar', 'rejected_leak', 'no_face', or 'pending' before the filter",
             "subject": "subject word chosen by the gender class",
             "prompt_writer": "prompt writer backend",
             "prompt_writer_version": "its version",
@@ -73,11 +73,15 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "threshold": "decision threshold",
             "accepted": "similarity <= threshold (or no earlier identity)",
             "batch_id": "batch",
-            "mode": "filter mode ('strict')",
+            "mode": "filter mode: 'strict' or 'fmr'",
             "model_id": "embedder",
             "threshold_fmr": "false match rate the threshold stands for",
             "threshold_source": "where the threshold comes from",
-            "decision_order": "order of the decision within its batch",
+            "decision_order": "order of the decision within its batch (NULL for leaks)",
+            "target_fmr": "dataset FMR target in 'fmr' mode",
+            "rejected_leak": "rejected because a reference gallery face is above the threshold",
+            "leak_match": "the gallery face it matched",
+            "leak_similarity": "cosine similarity to that gallery face",
         },
     ),
     "models": (
@@ -132,7 +136,8 @@ _EMPTY = {
     "filter_decisions": "SELECT NULL::VARCHAR identity_id, NULL::VARCHAR batch_id, "
     "NULL::VARCHAR nearest_identity_id, NULL::DOUBLE similarity, NULL::DOUBLE threshold, "
     "NULL::DOUBLE threshold_fmr, NULL::VARCHAR threshold_source, NULL::VARCHAR model_id, NULL::VARCHAR mode, "
-    "NULL::BOOLEAN accepted, NULL::INTEGER decision_order WHERE false",
+    "NULL::BOOLEAN accepted, NULL::INTEGER decision_order, NULL::DOUBLE target_fmr, NULL::BOOLEAN rejected_leak, "
+    "NULL::VARCHAR leak_match, NULL::DOUBLE leak_similarity WHERE false",
 }
 
 
@@ -179,8 +184,10 @@ def _fill(con, layout: DatasetLayout, extra_info: dict[str, str]) -> dict[str, i
                similarity::DOUBLE similarity, threshold::DOUBLE threshold, accepted::BOOLEAN accepted,
                batch_id::VARCHAR batch_id, mode::VARCHAR mode, model_id::VARCHAR model_id,
                threshold_fmr::DOUBLE threshold_fmr, threshold_source::VARCHAR threshold_source,
-               decision_order::INTEGER decision_order
-        FROM src_decisions ORDER BY batch_id, decision_order
+               decision_order::INTEGER decision_order, target_fmr::DOUBLE target_fmr,
+               coalesce(rejected_leak, false)::BOOLEAN rejected_leak, leak_match::VARCHAR leak_match,
+               leak_similarity::DOUBLE leak_similarity
+        FROM src_decisions ORDER BY batch_id, decision_order NULLS LAST, identity_id
         """
     )
     con.execute(
@@ -206,6 +213,7 @@ def _fill(con, layout: DatasetLayout, extra_info: dict[str, str]) -> dict[str, i
         SELECT s.identity_id::VARCHAR identity_id, s.batch_id::VARCHAR batch_id, s.idx::INTEGER idx,
                s.seed::UBIGINT seed, p.prompt::VARCHAR prompt,
                CASE WHEN doc.face_detected = false THEN 'no_face'
+                    WHEN d.rejected_leak THEN 'rejected_leak'
                     WHEN d.accepted THEN 'accepted'
                     WHEN d.accepted = false THEN 'rejected_similar'
                     ELSE 'pending' END::VARCHAR status,

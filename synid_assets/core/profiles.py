@@ -16,6 +16,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "document_generator": {"backend": "procedural", "size": 256},
     "live_generator": {"backend": "procedural", "size": 256},
     "face_analyzer": {"backend": "dlib", "model_dir": None, "upsample": 1, "fmr": 1e-3, "thresholds": []},
+    "filter": {"mode": "strict", "target_fmr": None, "leak_gallery": None},
     "checks": {
         "min_document_detection_rate": 0.95,
         "min_live_detection_rate": 0.85,
@@ -69,6 +70,9 @@ def load_profile(name_or_path: str | None = None) -> dict[str, Any]:
         given = raw.get(section) or {}
         if not isinstance(given, dict):
             raise ProfileError(f"{path}: section {section!r} must be a mapping")
+        if "backend" in defaults and given.get("backend", defaults["backend"]) != defaults["backend"]:
+            # Another backend: the embedded backend's options (e.g. size) do not apply to it.
+            defaults = {k: v for k, v in defaults.items() if k in ("fmr", "thresholds")}
         profile[section] = {**defaults, **given}
     for i, entry in enumerate(profile["face_analyzer"]["thresholds"]):
         if not (isinstance(entry, dict) and {"fmr", "value", "source"} <= set(entry)):

@@ -120,3 +120,26 @@ class EmbeddingStore:
             else:
                 results.append((None, None))
         return results
+
+    def neighbours(
+        self, name: str, queries: np.ndarray, model_id: str, before_batch: str | None = None, limit: int = 1000
+    ) -> list[list[tuple[str, float]]]:
+        """The `limit` nearest rows (identity, cosine) of each query among one model's rows of a table."""
+        table = self._table(name)
+        if table is None or table.count_rows() == 0:
+            return [[] for _ in range(len(queries))]
+        where = f"model_id = {_quote(model_id)}"
+        if before_batch is not None:
+            where += f" AND batch_id < {_quote(before_batch)}"
+        out = []
+        for query in np.asarray(queries, dtype=np.float32):
+            hits = (
+                table.search(query)
+                .distance_type("cosine")
+                .where(where, prefilter=True)
+                .select(["identity_id", "_distance"])
+                .limit(limit)
+                .to_list()
+            )
+            out.append([(h["identity_id"], 1.0 - float(h["_distance"])) for h in hits])
+        return out

@@ -41,6 +41,13 @@ def clear_errors() -> Iterator[None]:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
+class IdentityFilterConfig(dg.Config):
+    """Run config of the identity filter; unset fields take the profile's `filter` section."""
+
+    mode: str | None = None  # 'strict' (order-stable, no accepted pair above the threshold) or 'fmr'
+    target_fmr: float | None = None  # 'fmr' mode: the dataset false match rate to reach
+
+
 class IdentityBatchConfig(dg.Config):
     """Run config of a batch: its size, when it differs from the dataset's batch size (e.g. a last batch)."""
 
@@ -238,32 +245,42 @@ def document_embeddings(
     code_version="1",
     pool="identity_filter",  # decisions depend on every earlier acceptance: one batch at a time
     automation_condition=EAGER,
-    description="Strict, order-stable filter: rejects identities too similar to one accepted before.",
+    description="Order-stable incremental filter (strict, or FLUXSynID's dataset-FMR rule), with an optional "
+    "leak check against a real-face gallery.",
 )
 def identity_filter(
     context: dg.AssetExecutionContext,
+    config: IdentityFilterConfig,
     dataset: DatasetResource,
     face_analyzer: FaceAnalyzerResource,
     lancedb: LanceDBResource,
 ) -> dg.MaterializeResult:
+    from synid_assets.core.leakage import GalleryError
+
     threshold = face_analyzer.operating_threshold()
-    with clear_errors():
-        summary = pipeline.filter_batch(
-            dataset.layout(),
-            context.partition_key,
-            lancedb.store(),
-            face_analyzer.model_id,
-            threshold.value,
-            threshold.fmr,
-            threshold.source,
-        )
+    settings = pipeline.FilterSettings(
+        model_id=face_analyzer.model_id,
+        threshold=threshold.value,
+        threshold_fmr=threshold.fmr,
+        threshold_source=threshold.source,
+        mode=config.mode or dataset.filter_mode,
+        target_fmr=config.target_fmr if config.target_fmr is not None else dataset.filter_target_fmr,
+        leak_gallery=dataset.leak_gallery,
+    )
+    try:
+        with clear_errors():
+            summary = pipeline.filter_batch(dataset.layout(), context.partition_key, lancedb.store(), settings)
+    except (GalleryError, ValueError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     return dg.MaterializeResult(
         metadata={
-            **{k: summary[k] for k in ("candidates", "accepted", "rejected_similar", "no_face", "acceptance_rate")},
+            **summary,
             "threshold": threshold.value,
             "threshold_fmr": threshold.fmr,
             "threshold_source": dg.MetadataValue.text(threshold.source),
-            "mode": "strict",
+            "mode": settings.mode,
+            "target_fmr": settings.target_fmr,
+            "leak_gallery": settings.leak_gallery or "none",
         }
     )
 

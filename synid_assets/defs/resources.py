@@ -40,6 +40,9 @@ class DatasetResource(dg.ConfigurableResource):
     min_live_detection_rate: float = 0.85
     min_live_consistency_rate: float = 0.85
     frequency_p_value: float = 1e-4
+    filter_mode: str = "strict"
+    filter_target_fmr: float | None = None
+    leak_gallery: str | None = None  # .npy of real-face embeddings, or '<lancedb dir>::<table>'
 
     def layout(self) -> DatasetLayout:
         return DatasetLayout(self.home)
@@ -182,6 +185,9 @@ def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: s
             min_live_detection_rate=float(checks["min_live_detection_rate"]),
             min_live_consistency_rate=float(checks["min_live_consistency_rate"]),
             frequency_p_value=float(checks["frequency_p_value"]),
+            filter_mode=str(profile["filter"]["mode"]),
+            filter_target_fmr=profile["filter"].get("target_fmr"),
+            leak_gallery=profile["filter"].get("leak_gallery"),
         ),
         "lancedb": LanceDBResource(uri=str(DatasetLayout(home).lancedb_uri)),
         "prompt_writer": PromptWriterResource(
