@@ -25,6 +25,8 @@ REGISTRY: dict[str, dict[str, str]] = {
     },
     "face_analyzer": {
         "dlib": "synid_assets.core.faces:DlibFaceAnalyzer",
+        "insightface": "synid_assets.core.insightface_analysis:InsightFaceAnalyzer",
+        "frs": "synid_assets.core.frs:TorchFRSAnalyzer",
     },
 }
 

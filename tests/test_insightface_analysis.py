@@ -1,0 +1,139 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+import tiny_faces  # noqa: E402
+
+from synid_assets.core.alignment import align_face  # noqa: E402
+from synid_assets.core.insightface_analysis import THRESHOLDS, InsightFaceAnalyzer, nms  # noqa: E402
+from synid_assets.core.interfaces import FaceAnalyzer, ModelLoadError  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # tiny models on a shared CPU: thread start-up and contention cost more than the work
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    return tiny_faces.build_pack(tmp_path_factory.mktemp("insightface"))
+
+
+@pytest.fixture(scope="module")
+def analyzer(pack):
+    a = InsightFaceAnalyzer(str(pack), batch_size=2)
+    a.load()
+    return a
+
+
+def test_reports_the_known_face_and_a_unit_embedding(analyzer):
+    face = tiny_faces.default_face()
+    img = tiny_faces.face_image()
+    result = analyzer.analyze(img)
+    assert isinstance(analyzer, FaceAnalyzer)
+    assert analyzer.model_id == "insightface:tinypack/w_tiny"
+    assert analyzer.dim == 512
+    assert result.detected and result.error is None
+    assert result.face_count == 1  # 2 anchors x 3 strides at the same centre, merged by NMS
+    assert result.bbox == tuple(int(v) for v in face.box)
+    np.testing.assert_allclose(result.landmarks, face.kps, atol=1e-3)
+    assert result.detection_score == pytest.approx(1.0, abs=1e-6)
+    assert result.embedding.dtype == np.float32 and result.embedding.shape == (512,)
+    assert np.linalg.norm(result.embedding) == pytest.approx(1.0, abs=1e-5)
+    assert result.aligned.shape == (112, 112, 3) and result.aligned.dtype == np.uint8
+    np.testing.assert_array_equal(result.aligned, align_face(img, np.array(face.kps)))
+
+
+def test_letterbox_scale_maps_back_to_image_coordinates(analyzer):
+    # 480 high x 320 wide -> resized to 640 x 426 in the 640x640 canvas: scale 4/3
+    result = analyzer.analyze(tiny_faces.face_image(480, 320))
+    face = tiny_faces.default_face()
+    scale = 640 / 480
+    assert result.bbox == tuple(round(v / scale) for v in face.box)
+    np.testing.assert_allclose(result.landmarks, np.array(face.kps) / scale, atol=1e-3)
+
+
+def test_recognizer_input_is_rgb_minus_127_5_over_127_5(analyzer):
+    result = analyzer.analyze(tiny_faces.face_image(seed=3))
+    model = tiny_faces.TinyArcFace(seed=0).eval()
+    x = torch.from_numpy(result.aligned.astype(np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        expected = model((x - 127.5) / 127.5)[0].numpy()
+    np.testing.assert_allclose(result.embedding, expected / np.linalg.norm(expected), atol=1e-5)
+
+
+def test_analyze_many_batches_like_single_calls(analyzer):
+    images = [tiny_faces.face_image(seed=s) for s in range(5)]
+    many = analyzer.analyze_many(images)  # batch_size=2: three recognizer runs
+    singles = [analyzer.analyze(img) for img in images]
+    for a, b in zip(many, singles, strict=True):
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-5)
+    assert not np.allclose(many[0].embedding, many[1].embedding)
+
+
+def test_all_low_scores_give_no_face(tmp_path):
+    pack = tiny_faces.build_pack(tmp_path, score_bias=-40.0, pack="quiet")
+    result = InsightFaceAnalyzer(str(pack)).analyze(tiny_faces.face_image())
+    assert result.detected is False
+    assert result.embedding is None and result.aligned is None and result.bbox is None
+    assert result.error == "no face detected"
+
+
+def test_largest_face_is_chosen(tmp_path):
+    small = tiny_faces.TinyFace(
+        center=(128.0, 128.0),
+        box=(100.0, 100.0, 156.0, 160.0),
+        kps=((115.0, 120.0), (141.0, 120.0), (128.0, 132.0), (118.0, 145.0), (138.0, 145.0)),
+        logit=30.0,  # the more confident face is the smaller one
+    )
+    pack = tiny_faces.build_pack(tmp_path, faces=[small, tiny_faces.default_face()], pack="two")
+    result = InsightFaceAnalyzer(str(pack)).analyze(tiny_faces.face_image())
+    assert result.face_count == 2
+    assert result.bbox == (240, 180, 400, 400)
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    dets = np.array([[0, 0, 10, 10, 0.9], [1, 1, 11, 11, 0.95], [50, 50, 60, 60, 0.5]], dtype=np.float32)
+    assert nms(dets) == [1, 2]
+
+
+def test_missing_pack_folder_is_named(tmp_path):
+    missing = tmp_path / "models" / "antelopev2"
+    with pytest.raises(ModelLoadError, match="antelopev2") as info:
+        InsightFaceAnalyzer(str(missing)).load()
+    assert "insightface" in str(info.value) and "buffalo_l" in str(info.value)
+
+
+def test_missing_named_file_is_named(pack):
+    with pytest.raises(ModelLoadError, match="glintr100.onnx"):
+        InsightFaceAnalyzer(str(pack), recognizer="glintr100.onnx").load()
+
+
+def test_pack_without_detector_is_an_error(tmp_path, pack):
+    shutil.copy(pack / "w_tiny.onnx", tmp_path / "w_tiny.onnx")
+    with pytest.raises(ModelLoadError, match="no SCRFD detector"):
+        InsightFaceAnalyzer(str(tmp_path)).load()
+
+
+def test_two_recognizers_need_a_name(tmp_path, pack):
+    for name in ("det_tiny.onnx", "w_tiny.onnx"):
+        shutil.copy(pack / name, tmp_path / name)
+    shutil.copy(pack / "w_tiny.onnx", tmp_path / "arcface.onnx")
+    with pytest.raises(ModelLoadError, match="several recognizers"):
+        InsightFaceAnalyzer(str(tmp_path)).load()
+    named = InsightFaceAnalyzer(str(tmp_path), recognizer="arcface.onnx")
+    named.load()
+    assert named.model_id == f"insightface:{tmp_path.name}/arcface"
+
+
+def test_no_invented_thresholds():
+    assert all(len(v) > 0 for v in THRESHOLDS.values())  # nothing listed without a source
