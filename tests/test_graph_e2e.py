@@ -14,6 +14,7 @@ from synid_assets.core.store import DatasetLayout
 from synid_assets.defs.partitions import identity_batches
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+REPO_ATTRIBUTES = Path(__file__).resolve().parents[1] / "attributes"
 
 
 def build(home: Path, attributes: Path | None = None, live: int = 2, seed: int = 7):
@@ -266,3 +267,41 @@ def test_batches_from_an_older_spec_become_stale(synid_home: Path, attributes_co
         assert sampled_from != current
     finally:
         instance.dispose()
+
+
+def test_fmr_mode_and_leak_gallery(synid_home: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from synid_assets.core.vectorstore import DOCUMENT_TABLE, EmbeddingStore
+
+    defs = build(synid_home, live=0)
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("attribute_spec_job").execute_in_process(instance=instance, run_config=QUIET).success
+    # First pass (strict) just to get the document embeddings of the batch.
+    assert materialize_batch(defs, instance, "batch-00000", size=6).success
+    store = EmbeddingStore(DatasetLayout(synid_home).lancedb_uri)
+    docs = store.vectors(DOCUMENT_TABLE, batch_id="batch-00000")
+    leaked = docs["identity_id"][0]
+    gallery = tmp_path / "gallery.npy"
+    np.save(gallery, np.stack([docs["vector"][0] * 2.0, np.ones_like(docs["vector"][0])]))
+
+    from synid_assets.core.profiles import load_profile
+    from synid_assets.defs.resources import resources_from_profile
+
+    profile = load_profile("local")
+    profile["dataset"].update(seed=7, live_per_identity=0, batch_size=6)
+    profile["filter"].update(mode="fmr", target_fmr=1.0, leak_gallery=str(gallery))
+    resources = resources_from_profile(profile, str(synid_home), str(REPO_ATTRIBUTES))
+    defs = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, resources=resources,
+                          executor=dg.in_process_executor)
+    assert materialize_batch(defs, instance, "batch-00000").success
+    rows = dict(query(synid_home, "SELECT identity_id, status FROM identities"))
+    assert rows[leaked] == "rejected_leak"
+    # A target FMR of 1 lets every other detected identity in; the mode is recorded per decision.
+    detected = {i for (i,) in query(synid_home, "SELECT identity_id FROM images WHERE kind = 'document' "
+                                                "AND face_detected")}
+    assert {i for i, s in rows.items() if s == "accepted"} == detected - {leaked}
+    assert query(synid_home, "SELECT DISTINCT mode, target_fmr FROM filter_decisions") == [("fmr", 1.0)]
+    (match, similarity) = query(synid_home, f"SELECT leak_match, leak_similarity FROM filter_decisions "
+                                            f"WHERE identity_id = '{leaked}'")[0]
+    assert match == "row 0" and similarity > 0.999
