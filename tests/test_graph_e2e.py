@@ -88,7 +88,7 @@ def test_manifest_contract_tables_and_columns(two_batches: Path) -> None:
 def test_manifest_rows_are_consistent_with_files(two_batches: Path) -> None:
     assert query(two_batches, "SELECT count(*), count(DISTINCT batch_id) FROM identities") == [(12, 2)]
     statuses = {s for (s,) in query(two_batches, "SELECT DISTINCT status FROM identities")}
-    assert statuses <= {"accepted", "rejected_similar", "no_face"}
+    assert statuses <= {"accepted", "incomplete", "rejected_similar", "no_face"}
     assert "accepted" in statuses
     # Every sampled class of every identity is a row; attribute names are class file stems.
     attributes = {a for (a,) in query(two_batches, "SELECT DISTINCT attribute FROM identity_attributes")}
@@ -102,10 +102,17 @@ def test_manifest_rows_are_consistent_with_files(two_batches: Path) -> None:
     # Documents: one per identity, no similarity; live: only for accepted identities, two each.
     assert query(two_batches, "SELECT count(*) FROM images WHERE kind = 'document' "
                               "AND similarity_to_document IS NULL") == [(12,)]
-    live = query(two_batches, "SELECT i.status, count(*) FROM images m JOIN identities i USING (identity_id) "
-                              "WHERE kind = 'live' GROUP BY 1")
-    accepted = query(two_batches, "SELECT count(*) FROM identities WHERE status = 'accepted'")[0][0]
-    assert live == [("accepted", 2 * accepted)]
+    live = query(two_batches, "SELECT count(*) FROM images m JOIN identities i USING (identity_id) "
+                              "WHERE kind = 'live' AND i.status IN ('accepted', 'incomplete')")[0][0]
+    accepted = query(two_batches, "SELECT count(*) FROM identities WHERE status IN ('accepted', 'incomplete')")[0][0]
+    assert live == 2 * accepted == query(two_batches, "SELECT count(*) FROM images WHERE kind = 'live'")[0][0]
+    # A live image is 'ok' only with a detected face above the threshold; incomplete means no 'ok' one.
+    for status, detected, similarity, threshold in query(
+        two_batches, "SELECT m.live_status, m.face_detected, m.similarity_to_document, d.threshold FROM images m "
+                     "JOIN filter_decisions d USING (identity_id) WHERE kind = 'live'"):
+        assert status == ("no_face" if not detected else "ok" if similarity > threshold else "below_threshold")
+    assert query(two_batches, "SELECT count(*) FROM identities i WHERE status = 'incomplete' AND EXISTS (SELECT 1 "
+                              "FROM images m WHERE m.identity_id = i.identity_id AND live_status = 'ok')") == [(0,)]
     # Detected live faces carry their similarity to the document.
     assert query(two_batches, "SELECT count(*) FROM images WHERE kind = 'live' AND face_detected "
                               "AND similarity_to_document IS NULL") == [(0,)]
@@ -117,7 +124,7 @@ def test_filter_decisions_follow_threshold_and_status(two_batches: Path) -> None
     assert rows
     for accepted, similarity, threshold, status in rows:
         assert accepted == (similarity is None or similarity <= threshold)
-        assert status == ("accepted" if accepted else "rejected_similar")
+        assert status in (("accepted", "incomplete") if accepted else ("rejected_similar",))
     # Identities with no document face are never decided by the filter.
     assert query(two_batches, "SELECT count(*) FROM identities i JOIN filter_decisions USING (identity_id) "
                               "WHERE status = 'no_face'") == [(0,)]

@@ -6,6 +6,7 @@ module (called by the one manifest asset) rebuilds the database into a temp file
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,7 +25,8 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "idx": "index within the batch",
             "seed": "recorded identity seed; every draw of the identity derives from it",
             "prompt": "text prompt of the document image",
-            "status": "'accepted', 'rejected_similar', 'rejected_leak', 'no_face', or 'pending' before the filter",
+            "status": "'accepted', 'incomplete' (accepted, too few good live images), 'rejected_similar', "
+            "'rejected_leak', 'no_face', or 'pending' before the filter",
             "subject": "subject word chosen by the gender class",
             "prompt_writer": "prompt writer backend",
             "prompt_writer_version": "its version",
@@ -62,6 +64,7 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
             "face_count": "faces found",
             "aligned_path": "aligned face crop, relative to SYNID_HOME (NULL when no face)",
             "analysis_error": "why analysis failed, when it did",
+            "live_status": "live images: 'ok', 'no_face' or 'below_threshold' (similarity to the document)",
         },
     ),
     "filter_decisions": (
@@ -132,7 +135,8 @@ _EMPTY = {
     "NULL::UBIGINT seed, NULL::VARCHAR params WHERE false",
     "faces": "SELECT NULL::VARCHAR image_id, NULL::VARCHAR model_id, NULL::BOOLEAN face_detected, "
     "NULL::INTEGER face_count, NULL::DOUBLE detection_score, NULL::VARCHAR aligned_path, "
-    "NULL::VARCHAR error, NULL::DOUBLE similarity_to_document WHERE false",
+    "NULL::VARCHAR error, NULL::DOUBLE similarity_to_document, NULL::VARCHAR live_status, "
+    "NULL::DOUBLE threshold WHERE false",
     "filter_decisions": "SELECT NULL::VARCHAR identity_id, NULL::VARCHAR batch_id, "
     "NULL::VARCHAR nearest_identity_id, NULL::DOUBLE similarity, NULL::DOUBLE threshold, "
     "NULL::DOUBLE threshold_fmr, NULL::VARCHAR threshold_source, NULL::VARCHAR model_id, NULL::VARCHAR mode, "
@@ -177,6 +181,12 @@ def _fill(con, layout: DatasetLayout, extra_info: dict[str, str]) -> dict[str, i
     faces = _union(layout, ["document_faces", "live_faces"], "faces")
     con.execute(f"CREATE TEMP VIEW src_decisions AS SELECT * FROM {decisions}")
     con.execute(f"CREATE TEMP VIEW src_faces AS SELECT * FROM {faces}")
+    summaries = sorted(layout.batches_dir.glob("*/live_summary.json"))
+    con.execute("CREATE TEMP TABLE src_min_good (batch_id VARCHAR, min_good INTEGER)")
+    con.executemany(
+        "INSERT INTO src_min_good VALUES (?, ?)",
+        [(p.parent.name, int(json.loads(p.read_text())["min_good_live"])) for p in summaries],
+    )
     con.execute(
         """
         CREATE TABLE filter_decisions AS
@@ -202,7 +212,8 @@ def _fill(con, layout: DatasetLayout, extra_info: dict[str, str]) -> dict[str, i
                i.generator::VARCHAR generator, i.generator_version::VARCHAR generator_version,
                i.seed::UBIGINT seed, i.params::JSON params, f.model_id::VARCHAR model_id,
                f.detection_score::DOUBLE detection_score, f.face_count::INTEGER face_count,
-               f.aligned_path::VARCHAR aligned_path, f.error::VARCHAR analysis_error
+               f.aligned_path::VARCHAR aligned_path, f.error::VARCHAR analysis_error,
+               CASE WHEN i.kind = 'live' THEN f.live_status END::VARCHAR live_status
         FROM {images} i LEFT JOIN src_faces f USING (image_id)
         ORDER BY i.identity_id, i.kind, i.live_index NULLS FIRST
         """
@@ -214,6 +225,7 @@ def _fill(con, layout: DatasetLayout, extra_info: dict[str, str]) -> dict[str, i
                s.seed::UBIGINT seed, p.prompt::VARCHAR prompt,
                CASE WHEN doc.face_detected = false THEN 'no_face'
                     WHEN d.rejected_leak THEN 'rejected_leak'
+                    WHEN d.accepted AND live.good < least(live.min_good, live.expected) THEN 'incomplete'
                     WHEN d.accepted THEN 'accepted'
                     WHEN d.accepted = false THEN 'rejected_similar'
                     ELSE 'pending' END::VARCHAR status,
@@ -225,6 +237,10 @@ def _fill(con, layout: DatasetLayout, extra_info: dict[str, str]) -> dict[str, i
         LEFT JOIN {prompts} p USING (identity_id)
         LEFT JOIN src_decisions d USING (identity_id)
         LEFT JOIN (SELECT identity_id, face_detected FROM images WHERE kind = 'document') doc
+               USING (identity_id)
+        LEFT JOIN (SELECT identity_id, count(*) FILTER (WHERE live_status = 'ok') good, count(*) expected,
+                          any_value(min_good) min_good
+                   FROM images JOIN src_min_good USING (batch_id) WHERE kind = 'live' GROUP BY 1) live
                USING (identity_id)
         ORDER BY s.batch_id, s.idx
         """

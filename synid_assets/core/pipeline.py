@@ -663,9 +663,19 @@ def generate_live(
 
 
 def embed_live(
-    layout: DatasetLayout, batch_id: str, analyzer: FaceAnalyzer, store: EmbeddingStore
+    layout: DatasetLayout,
+    batch_id: str,
+    analyzer: FaceAnalyzer,
+    store: EmbeddingStore,
+    threshold: float,
+    min_good_live: int = 1,
 ) -> dict[str, Any]:
-    """Embed each live image and record its cosine similarity to its own identity's document face."""
+    """Embed each live image, record its cosine similarity to its own document face and its status.
+
+    A live image is 'ok' when its face is found and its similarity exceeds the threshold, else 'no_face' or
+    'below_threshold'; only 'ok' images count for the identity, and an accepted identity with fewer than
+    `min_good_live` of them is recorded as incomplete.
+    """
     import polars as pl
 
     rows, vectors = _analyze(layout, batch_id, "live", analyzer, "live")
@@ -678,7 +688,21 @@ def embed_live(
             if live_vec is not None and doc_vec is not None
             else None
         )
-    write_parquet(pl.DataFrame(rows, schema=_faces_schema(True)), layout.table(batch_id, "live_faces"))
+        similarity = row["similarity_to_document"]
+        row["live_status"] = (
+            "no_face" if not row["face_detected"] else "ok" if similarity is not None and similarity > threshold
+            else "below_threshold"
+        )
+        row["threshold"] = threshold
+    schema = {**_faces_schema(True), "live_status": pl.String, "threshold": pl.Float64}
+    write_parquet(pl.DataFrame(rows, schema=schema), layout.table(batch_id, "live_faces"))
+    good: Counter = Counter(r["identity_id"] for r in rows if r["live_status"] == "ok")
+    made = {r["identity_id"] for r in rows}
+    incomplete = sorted(i for i in made if good[i] < min_good_live)
+    atomic_write_bytes(
+        layout.batch_dir(batch_id) / "live_summary.json",
+        json.dumps({"min_good_live": min_good_live, "incomplete": incomplete}).encode(),
+    )
     lance_rows = [
         {
             "identity_id": r["identity_id"],
@@ -698,4 +722,6 @@ def embed_live(
         "detected": detected,
         "detection_rate": detected / max(1, len(rows)),
         "similarities": sims,
+        "good": sum(good.values()),
+        "incomplete_identities": len(incomplete),
     }

@@ -11,7 +11,7 @@ DEFAULT_PROFILE = "local"
 
 # The sections every profile has, and their defaults; a profile overrides any key.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "dataset": {"seed": 0, "batch_size": 64, "live_per_identity": 2},
+    "dataset": {"seed": 0, "batch_size": 64, "live_per_identity": 2, "min_good_live": 1},
     "prompt_writer": {"backend": "template", "trigger": ""},
     "document_generator": {"backend": "procedural", "size": 256},
     "live_generator": {"backend": "procedural", "size": 256},

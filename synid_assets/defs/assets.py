@@ -339,7 +339,12 @@ def live_embeddings(
     threshold = face_analyzer.operating_threshold()
     with clear_errors():
         summary = pipeline.embed_live(
-            dataset.layout(), context.partition_key, face_analyzer.get(), lancedb.store()
+            dataset.layout(),
+            context.partition_key,
+            face_analyzer.get(),
+            lancedb.store(),
+            threshold.value,
+            dataset.min_good_live,
         )
     sims = summary["similarities"]
     consistent = sum(s > threshold.value for s in sims)
@@ -351,6 +356,8 @@ def live_embeddings(
             "detection_rate": summary["detection_rate"],
             "mean_similarity_to_document": (sum(sims) / len(sims)) if sims else None,
             "consistent_with_document": consistent,
+            "good_live_images": summary["good"],
+            "incomplete_identities": summary["incomplete_identities"],
         }
     )
     yield dg.AssetCheckResult(

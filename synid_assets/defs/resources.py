@@ -36,6 +36,7 @@ class DatasetResource(dg.ConfigurableResource):
     seed: int = 0
     batch_size: int = 64
     live_per_identity: int = 2
+    min_good_live: int = 1  # good (detected, above threshold) live images an accepted identity needs
     min_document_detection_rate: float = 0.95
     min_live_detection_rate: float = 0.85
     min_live_consistency_rate: float = 0.85
@@ -181,6 +182,7 @@ def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: s
             seed=int(dataset["seed"]),
             batch_size=int(dataset["batch_size"]),
             live_per_identity=int(dataset["live_per_identity"]),
+            min_good_live=int(dataset["min_good_live"]),
             min_document_detection_rate=float(checks["min_document_detection_rate"]),
             min_live_detection_rate=float(checks["min_live_detection_rate"]),
             min_live_consistency_rate=float(checks["min_live_consistency_rate"]),
