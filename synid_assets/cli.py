@@ -343,12 +343,15 @@ def run_regenerate(image_id: str, profile_name: str | None, out: str | None) -> 
         profile = load_profile(profile_name)
         section_name = "document_generator" if kind == "document" else "live_generator"
         section = profile[section_name]
-        if section["backend"] != generator_name:
+        # A live_generator section may list several generators: use the one that made this image.
+        section = next((g for g in section.get("generators") or [] if g.get("backend") == generator_name), section)
+        if section.get("backend") != generator_name:
             raise BackendError(
                 f"image {image_id} was made by {generator_name!r} but profile {profile['name']!r} uses "
-                f"{section['backend']!r}: pass --profile with a profile that uses {generator_name!r}"
+                f"{section.get('backend')!r}: pass --profile with a profile that uses {generator_name!r}"
             )
-        options = {k: v for k, v in section.items() if k not in ("backend", "keep_loaded") and v is not None}
+        skip = ("backend", "keep_loaded", "count", "generators")
+        options = {k: v for k, v in section.items() if k not in skip and v is not None}
         generator = create_backend(section_name, generator_name, options)
         if hasattr(generator, "load"):
             generator.load()

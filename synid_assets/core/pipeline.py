@@ -612,53 +612,77 @@ def accepted_identities(layout: DatasetLayout, batch_id: str, needed_by: str) ->
 
 
 def generate_live(
-    layout: DatasetLayout, batch_id: str, generator: LiveGenerator, live_per_identity: int
+    layout: DatasetLayout,
+    batch_id: str,
+    generators: Sequence[tuple[LiveGenerator, int]],
+    store: EmbeddingStore | None = None,
+    model_id: str | None = None,
 ) -> dict[str, Any]:
+    """Live images of every accepted identity: each (generator, count) makes `count` images per identity.
+
+    Live indices run across generators in profile order. Requests carry the document image and, when the
+    embeddings store is given, the document face's embedding (what identity-conditioned generators use).
+    """
     import polars as pl
 
     identities = {i.identity_id: i for i in read_identities(layout, batch_id, "live_images")}
     prompts = read_prompts(layout, batch_id, "live_images")
     documents = _read(layout, batch_id, "documents", "live_images")
     doc_paths = dict(zip(documents["identity_id"].to_list(), documents["path"].to_list(), strict=True))
-    jobs = []
-    for ident in accepted_identities(layout, batch_id, "live_images"):
-        identity = identities[ident]
-        for k in range(live_per_identity):
-            seed = stream_seed(identity.seed, "live", k)
-            request = LiveRequest(
-                identity=identity,
-                prompt=prompts[ident],
-                live_index=k,
-                seed=seed,
-                document_path=str(layout.absolute(doc_paths[ident])),
+    doc_vectors: dict[str, np.ndarray] = {}
+    if store is not None and model_id is not None:
+        embedded = store.vectors(DOCUMENT_TABLE, batch_id=batch_id, model_id=model_id)
+        doc_vectors = dict(zip(embedded["identity_id"], embedded["vector"], strict=True))
+    accepted = accepted_identities(layout, batch_id, "live_images")
+    rows, reused_total, paths = [], 0, []
+    start = 0
+    for generator, count in generators:
+        jobs = []
+        for ident in accepted:
+            identity = identities[ident]
+            vector = doc_vectors.get(ident)
+            for k in range(start, start + count):
+                seed = stream_seed(identity.seed, "live", k)
+                request = LiveRequest(
+                    identity=identity,
+                    prompt=prompts[ident],
+                    live_index=k,
+                    seed=seed,
+                    document_path=str(layout.absolute(doc_paths[ident])),
+                    document_embedding=None if vector is None else [float(x) for x in vector],
+                )
+                payload = {"seed": seed, "identity_seed": identity.seed, "live_index": k, "attrs": identity.attributes,
+                           "document": doc_paths[ident]}
+                jobs.append((f"{ident}-live-{k:02d}", request, payload))
+        records, reused = _generate_images(layout, batch_id, "live", generator, jobs)
+        reused_total += reused
+        for (image_id, request, _), record in zip(jobs, records, strict=True):
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "identity_id": request.identity.identity_id,
+                    "batch_id": batch_id,
+                    "kind": "live",
+                    "live_index": request.live_index,
+                    "path": record["path"],
+                    "sha256": record["sha256"],
+                    "width": record["width"],
+                    "height": record["height"],
+                    "generator": generator.name,
+                    "generator_version": generator.version,
+                    "seed": request.seed,
+                    "params": json.dumps(record["params"], sort_keys=True),
+                }
             )
-            payload = {"seed": seed, "identity_seed": identity.seed, "live_index": k, "attrs": identity.attributes}
-            jobs.append((f"{ident}-live-{k:02d}", request, payload))
-    records, reused = _generate_images(layout, batch_id, "live", generator, jobs)
-    rows = [
-        {
-            "image_id": image_id,
-            "identity_id": request.identity.identity_id,
-            "batch_id": batch_id,
-            "kind": "live",
-            "live_index": request.live_index,
-            "path": record["path"],
-            "sha256": record["sha256"],
-            "width": record["width"],
-            "height": record["height"],
-            "generator": generator.name,
-            "generator_version": generator.version,
-            "seed": request.seed,
-            "params": json.dumps(record["params"], sort_keys=True),
-        }
-        for (image_id, request, _), record in zip(jobs, records, strict=True)
-    ]
+            paths.append(layout.absolute(record["path"]))
+        start += count
+    rows.sort(key=lambda r: (r["identity_id"], r["live_index"]))
     write_parquet(pl.DataFrame(rows, schema=_image_schema()), layout.table(batch_id, "live"))
     return {
         "images": len(rows),
         "identities": len({r["identity_id"] for r in rows}),
-        "reused": reused,
-        "paths": [layout.absolute(r["path"]) for r in rows],
+        "reused": reused_total,
+        "paths": paths,
     }
 
 

@@ -297,20 +297,30 @@ def identity_filter(
     description="M live-capture variations per accepted identity, every parameter recorded.",
 )
 def live_images(
-    context: dg.AssetExecutionContext, dataset: DatasetResource, live_generator: LiveGeneratorResource
+    context: dg.AssetExecutionContext,
+    dataset: DatasetResource,
+    live_generator: LiveGeneratorResource,
+    face_analyzer: FaceAnalyzerResource,
+    lancedb: LanceDBResource,
 ) -> dg.MaterializeResult:
     layout = dataset.layout()
-    generator = live_generator.get()
-    with clear_errors():
-        summary = pipeline.generate_live(layout, context.partition_key, generator, dataset.live_per_identity)
-    live_generator.release()
+    try:
+        with clear_errors():
+            generators = live_generator.get(dataset.live_per_identity)
+            summary = pipeline.generate_live(
+                layout, context.partition_key, generators, lancedb.store(), face_analyzer.model_id
+            )
+    except ValueError as exc:  # e.g. an ID-conditioned generator without the embedding it needs
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    finally:
+        live_generator.release()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary["images"],
             "identities": summary["identities"],
-            "live_per_identity": dataset.live_per_identity,
+            "live_per_identity": sum(count for _, count in generators),
             "reused_from_earlier_run": summary["reused"],
-            "generator": f"{generator.name} v{generator.version}",
+            "generators": ", ".join(f"{g.name} v{g.version} x{count}" for g, count in generators),
             "contact_sheet": dg.MetadataValue.md(contact_sheet_markdown(summary["paths"], "live images")),
         }
     )

@@ -129,7 +129,39 @@ class DocumentGeneratorResource(BackendResource):
     kind: ClassVar[str] = "document_generator"
 
 
-class LiveGeneratorResource(BackendResource):
+class LiveGeneratorEntry(dg.Config):
+    backend: str
+    count: int | None = None  # live images per identity; None: the dataset's live_per_identity
+    options: dict[str, Any] = {}
+    keep_loaded: bool | None = None
+
+
+class LiveGeneratorResource(dg.ConfigurableResource):
+    """One or more live generators, each making its own number of live images per identity."""
+
+    generators: list[LiveGeneratorEntry]
+    _built: Any = PrivateAttr(default=None)
+
+    def get(self, live_per_identity: int) -> list[tuple[Any, int]]:
+        if self._built is None:
+            self._built = [
+                LiveBackendResource(backend=e.backend, options=e.options, keep_loaded=e.keep_loaded)
+                for e in self.generators
+            ]
+        return [
+            (backend.get(), live_per_identity if entry.count is None else entry.count)
+            for backend, entry in zip(self._built, self.generators, strict=True)
+        ]
+
+    def release(self) -> None:
+        for backend in self._built or []:
+            backend.release()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.release()
+
+
+class LiveBackendResource(BackendResource):
     kind: ClassVar[str] = "live_generator"
 
 
@@ -170,6 +202,20 @@ def _options(section: dict[str, Any], reserved: tuple[str, ...] = ()) -> dict[st
     return {k: v for k, v in section.items() if k not in skip and v is not None}
 
 
+def live_generator_entries(section: dict[str, Any]) -> list[LiveGeneratorEntry]:
+    """A live_generator section is one backend, or `generators:` a list of them, each with its `count`."""
+    listed = section.get("generators") or [section]
+    return [
+        LiveGeneratorEntry(
+            backend=entry["backend"],
+            count=entry.get("count"),
+            options=_options(entry, reserved=("count", "generators")),
+            keep_loaded=entry.get("keep_loaded"),
+        )
+        for entry in listed
+    ]
+
+
 def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: str) -> dict[str, Any]:
     """Instantiate every resource the assets need from a loaded profile."""
     from synid_assets.core.store import DatasetLayout
@@ -202,11 +248,7 @@ def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: s
             options=_options(profile["document_generator"]),
             keep_loaded=profile["document_generator"].get("keep_loaded"),
         ),
-        "live_generator": LiveGeneratorResource(
-            backend=profile["live_generator"]["backend"],
-            options=_options(profile["live_generator"]),
-            keep_loaded=profile["live_generator"].get("keep_loaded"),
-        ),
+        "live_generator": LiveGeneratorResource(generators=live_generator_entries(profile["live_generator"])),
         "face_analyzer": FaceAnalyzerResource(
             backend=faces["backend"],
             options=_options(faces, reserved=("fmr", "thresholds")),
