@@ -22,6 +22,8 @@ REGISTRY: dict[str, dict[str, str]] = {
     },
     "live_generator": {
         "procedural": "synid_assets.core.procedural:ProceduralLiveGenerator",
+        "arc2face": "synid_assets.core.arc2face:Arc2FaceLiveGenerator",
+        "kontext": "synid_assets.core.kontext:KontextLiveGenerator",
     },
     "face_analyzer": {
         "dlib": "synid_assets.core.faces:DlibFaceAnalyzer",

@@ -19,6 +19,9 @@ KNOWN_LICENSES: dict[str, str] = {
     "Qwen/Qwen2.5-7B-Instruct": "Apache-2.0",
     "Qwen/Qwen2.5-32B-Instruct": "Apache-2.0",
     "Raul2718/CFD-FLUX.1-dev-LoRA": "see model card (trained on the Chicago Face Database)",
+    "FoivosPar/Arc2Face": "MIT (model card); trained on CC-BY-NC-SA-4.0 data",
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "CreativeML OpenRAIL-M",
+    "latent-consistency/lcm-lora-sdv1-5": "see model card",
 }
 
 # Only the diffusers-format folders of a FLUX repo: the root also holds a 23 GB single-file checkpoint.
@@ -45,7 +48,8 @@ class ModelRef:
 
     @property
     def is_local(self) -> bool:
-        return Path(self.repo_id).expanduser().is_absolute() or Path(self.repo_id).expanduser().exists()
+        path = Path(self.repo_id).expanduser()
+        return path.is_absolute() or path.exists() or self.repo_id.startswith((".", "~"))
 
 
 def license_of(repo_id: str) -> str:
@@ -77,7 +81,33 @@ def profile_models(profile: dict[str, Any]) -> list[ModelRef]:
                     license_of(documents["lora"]),
                 )
             )
+    for number, entry in enumerate(_live_entries(profile["live_generator"])):
+        role = f"live_generator[{number}]"
+        if entry["backend"] == "arc2face":
+            model = entry.get("model_id", "FoivosPar/Arc2Face")
+            patterns = ("arc2face/*", "encoder/*", "arcface.onnx")  # arcface.onnx: its ID embedder
+            refs.append(ModelRef(role, model, entry.get("revision"), patterns, license_of(model)))
+            base = entry.get("base_model_id", "stable-diffusion-v1-5/stable-diffusion-v1-5")
+            patterns = ("vae/*", "tokenizer/*", "scheduler/*", "model_index.json")
+            refs.append(ModelRef(f"{role}.base", base, entry.get("base_revision"), patterns, license_of(base)))
+            if entry.get("lcm_lora"):
+                lcm = entry["lcm_lora"]
+                refs.append(ModelRef(f"{role}.lcm_lora", lcm, None, ("*.safetensors",), license_of(lcm)))
+        elif entry["backend"] == "kontext":
+            model = entry.get("model_id", "black-forest-labs/FLUX.1-Kontext-dev")
+            patterns = tuple(_DIFFUSERS_PATTERNS)
+            refs.append(ModelRef(role, model, entry.get("revision"), patterns, license_of(model)))
+    faces = profile["face_analyzer"]
+    for key in ("model_dir", "detector_model_dir", "checkpoint"):
+        if faces.get(key) and faces["backend"] != "dlib":
+            # InsightFace packs and FRS checkpoints are not on the hub in a standard layout: local paths.
+            path = str(Path(faces[key]).expanduser())
+            refs.append(ModelRef(f"face_analyzer.{key}", path, None, None, "see the model's source"))
     return refs
+
+
+def _live_entries(section: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(section.get("generators") or [section])
 
 
 def _token() -> str | None:
@@ -93,8 +123,8 @@ def check_models(refs: list[ModelRef], cache_dir: str | None = None) -> list[tup
     for ref in refs:
         if ref.is_local:
             path = Path(ref.repo_id).expanduser()
-            ok = path.is_dir() and any(path.iterdir())
-            results.append((ref, ok, str(path) if ok else f"local directory {path} is missing or empty"))
+            ok = path.is_file() or (path.is_dir() and any(path.iterdir()))
+            results.append((ref, ok, str(path) if ok else f"local path {path} is missing or empty"))
             continue
         try:
             path = snapshot_download(

@@ -180,7 +180,10 @@ class FaceAnalyzerResource(BackendResource):
 
     @property
     def model_id(self) -> str:
-        return self.backend_class().model_id
+        declared = getattr(self.backend_class(), "model_id", None)
+        if isinstance(declared, str):
+            return declared
+        return self.get().model_id  # depends on the model pack: ask the loaded backend
 
     def operating_threshold(self):
         """The threshold at the profile's FMR, used by the filter and the live consistency check."""

@@ -1,0 +1,77 @@
+"""The whole graph with real live-generator and face-analysis backends on tiny random weights.
+
+Arc2Face (conditioned on the InsightFace embedding of each document face) and FLUX.1 Kontext make the live
+images; an insightface-layout pack of tiny ONNX models (SCRFD and ArcFace signatures) analyzes every face.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+from tiny_arc2face import build_tiny_arc2face
+from tiny_faces import build_pack
+from tiny_flux import build_tiny_flux
+
+from synid_assets.core.store import DatasetLayout
+from synid_assets.definitions import build_definitions
+from synid_assets.defs.partitions import identity_batches
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+@pytest.fixture(scope="module")
+def live_profile(tmp_path_factory) -> Path:
+    from diffusers import FluxKontextPipeline, FluxPipeline
+
+    root = tmp_path_factory.mktemp("tiny_live")
+    arc_dir, base_dir = build_tiny_arc2face(root / "arc2face")
+    flux = FluxPipeline.from_pretrained(build_tiny_flux(root / "flux"))
+    FluxKontextPipeline.from_pipe(flux).save_pretrained(root / "kontext")
+    pack = build_pack(root / "insightface")
+    tiny = {"width": 32, "height": 32, "steps": 2, "dtype": "float32", "device": "cpu"}
+    profile = {
+        "name": "tiny-live",
+        "dataset": {"seed": 11, "batch_size": 3, "live_per_identity": 2, "min_good_live": 1},
+        "live_generator": {"generators": [
+            {"backend": "arc2face", "count": 1, "model_id": str(arc_dir), "base_model_id": str(base_dir), **tiny},
+            {"backend": "kontext", "count": 1, "model_id": str(root / "kontext"), **tiny},
+        ]},
+        "face_analyzer": {
+            "backend": "insightface", "model_dir": str(pack), "fmr": 0.001,
+            "thresholds": [{"fmr": 0.001, "value": 0.9999, "source": "test: tiny random recognizer"}],
+        },
+    }
+    path = root / "tiny-live.yaml"
+    path.write_text(yaml.safe_dump(profile), encoding="utf-8")
+    return path
+
+
+def test_graph_with_arc2face_kontext_and_insightface(live_profile: Path, synid_home: Path) -> None:
+    defs = build_definitions(str(live_profile))
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("attribute_spec_job").execute_in_process(instance=instance, run_config=QUIET).success
+    instance.add_dynamic_partitions(identity_batches.name, ["batch-00000"])
+    result = defs.resolve_job_def("synid_batch").execute_in_process(
+        partition_key="batch-00000", instance=instance, run_config=QUIET, raise_on_error=False
+    )
+    assert result.success
+    with duckdb.connect(str(DatasetLayout(synid_home).manifest_path), read_only=True) as con:
+        live = con.execute(
+            "SELECT generator, live_index, params, model_id FROM images WHERE kind = 'live' ORDER BY image_id"
+        ).fetchall()
+        accepted = con.execute("SELECT count(*) FROM identities WHERE status IN ('accepted', 'incomplete')").fetchone()
+        doc_models = {m for (m,) in con.execute("SELECT DISTINCT model_id FROM images").fetchall()}
+    assert accepted[0] >= 1 and len(live) == 2 * accepted[0]
+    assert {(g, i) for g, i, _, _ in live} == {("arc2face", 0), ("kontext", 1)}
+    for generator, _, params, _ in live:
+        params = json.loads(params)
+        if generator == "arc2face":
+            assert len(params["embedding"]) == 512 and params["prompt"] == "photo of a id person"
+        else:
+            assert params["instruction"].endswith("same facial features.")
+    assert doc_models == {"insightface:tinypack/w_tiny"}
