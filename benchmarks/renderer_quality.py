@@ -21,21 +21,29 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synid_assets.core import render  # noqa: E402
-from synid_assets.core.calibration import attribute_sampler, eer, impostor_thresholds, pairwise_cosine  # noqa: E402
+from synid_assets.core.calibration import (  # noqa: E402
+    attribute_sampler,
+    eer,
+    impostor_thresholds,
+    pairwise_cosine,
+)
 from synid_assets.core.faces import DlibFaceAnalyzer  # noqa: E402
 from synid_assets.core.seeds import identity_seed, rng_for, stream_seed  # noqa: E402
 
 _ANALYZER: DlibFaceAnalyzer | None = None
+_SAMPLER = None
 
 
 def _work(job: tuple[int, int, int, int]) -> dict:
     """Render and analyse the document and live images of one identity (runs in a worker)."""
-    global _ANALYZER
+    global _ANALYZER, _SAMPLER
     if _ANALYZER is None:
         _ANALYZER = DlibFaceAnalyzer()
+    if _SAMPLER is None:
+        _SAMPLER = attribute_sampler()
     dataset_seed, index, n_live, size = job
     iseed = identity_seed(dataset_seed, "bench", index)
-    attrs = dict(attribute_sampler()(rng_for(iseed, "attributes")))
+    attrs = dict(_SAMPLER(rng_for(iseed, "attributes")))
     t0 = time.perf_counter()
     images = [np.asarray(render.render_document(attrs, iseed, size=size))]
     variations = []

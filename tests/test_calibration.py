@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synid_assets.core.calibration import eer, impostor_thresholds, simple_attribute_sampler
+from synid_assets.core.calibration import attribute_sampler, eer, impostor_thresholds
 
 
 def test_impostor_thresholds_known_answers():
@@ -42,8 +42,8 @@ def test_eer_gaussians():
     assert e == pytest.approx(0.1587, abs=0.01) and abs(t) < 0.05
 
 
-def test_simple_sampler_is_deterministic():
-    sample = simple_attribute_sampler()
+def test_sampler_is_the_spec_sampler_and_deterministic():
+    sample = attribute_sampler()
     a = sample(np.random.default_rng(3))
     assert a == sample(np.random.default_rng(3))
     assert "genders" in a and "origins" in a and "ages" in a  # inclusion probability 1.0

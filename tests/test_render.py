@@ -65,3 +65,29 @@ def test_every_attribute_family_renders(attrs):
     img = render.render_live(attrs, 7, render.draw_live_variation(1), size=128)
     arr = np.asarray(img)
     assert arr.shape == (128, 128, 3) and arr.std() > 5
+
+
+def test_live_variation_stays_in_recorded_ranges():
+    # Pose and lighting ranges are what keeps live images detectable and matchable to the document.
+    for seed in range(300):
+        var = render.draw_live_variation(seed)
+        assert abs(var["yaw"]) <= 10.0 and abs(var["pitch"]) <= 5.0 and abs(var["roll"]) <= 6.0
+        assert var["expression"] in render.EXPRESSIONS
+        assert 0.2 <= var["expression_strength"] <= 0.7
+        light = var["lighting"]
+        assert abs(light["azimuth"]) <= 30.0 and 0.7 <= light["ambient"] <= 0.9
+
+
+def test_fringe_never_reaches_the_brows():
+    for seed in range(200):
+        ident = render.build_identity({"hair_styles": "Straight"}, seed)
+        brow_top = ident.eye_y - ident.brow_gap - ident.brow_arch - ident.brow_thick
+        # A fringe only lowers the hairline while it stays 0.2 head units above the brows.
+        assert ident.fringe == 0.0 or ident.hairline + ident.fringe <= brow_top - 0.2 + 1e-9
+
+
+def test_dark_skin_gets_more_exposure():
+    light = render.build_identity({"origins": "North European"}, 4)
+    dark = render.build_identity({"origins": "West African"}, 4)
+    assert dark.tone > light.tone
+    assert dark.exposure > light.exposure >= 1.0

@@ -46,58 +46,12 @@ def eer(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
     return float((fmr[k] + fnmr[k]) / 2.0), float(cands[k])
 
 
-def _read_class_file(path: Path) -> tuple[list[str], np.ndarray]:
-    values, weights = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        name, _, w = line.rpartition(",")
-        values.append(name.strip())
-        weights.append(float(w))
-    p = np.asarray(weights, dtype=np.float64)
-    return values, p / p.sum()
+def attribute_sampler(attributes_dir: str | Path | None = None) -> Callable[[np.random.Generator], Mapping[str, str]]:
+    """Identities drawn with the project's spec sampler from an attributes dir (default: the shipped spec)."""
+    from synid_assets.core.spec import load_attribute_spec, sample_identity_attributes
 
-
-def simple_attribute_sampler(attributes_dir: str | Path | None = None) -> Callable[[np.random.Generator], dict]:
-    """A small stand-in sampler over attributes/*.txt (file inclusion probabilities + value weights).
-
-    The real spec sampler lives in synid_assets.core.spec; this one only drives calibration and
-    benchmarks when that module is unavailable. Clashing secondary attributes are dropped.
-    """
-    import json
-
-    base = Path(attributes_dir) if attributes_dir is not None else ATTRIBUTES_DIR
-    classes = {p.stem: _read_class_file(p) for p in sorted(base.glob("*.txt"))}
-    probs_path = base / "file_probabilities.json"
-    file_p = json.loads(probs_path.read_text()) if probs_path.exists() else {}
-    clash_path = base / "attribute_clashes.json"
-    clashes = json.loads(clash_path.read_text()) if clash_path.exists() else []
-
-    def sample(rng: np.random.Generator) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for stem, (values, p) in classes.items():
-            include = rng.random() < float(file_p.get(f"{stem}.txt", 1.0))
-            pick = values[int(rng.choice(len(values), p=p))]
-            if include:
-                out[stem] = pick
-        for c in clashes:
-            fixed, sec = Path(c["fixed_file"]).stem, Path(c["secondary_file"]).stem
-            if out.get(fixed) in c["fixed_attributes"] and out.get(sec) in c["secondary_attributes"]:
-                del out[sec]
-        return out
-
-    return sample
-
-
-def attribute_sampler() -> Callable[[np.random.Generator], Mapping[str, str]]:
-    """The project's spec sampler when available, else the stand-in above."""
-    try:
-        from synid_assets.core.spec import load_attribute_spec, sample_identity_attributes
-
-        spec = load_attribute_spec()
-        return lambda rng: sample_identity_attributes(spec, rng)
-    except Exception:  # noqa: BLE001 - spec module missing or not ready: fall back
-        return simple_attribute_sampler()
+    spec = load_attribute_spec(attributes_dir or ATTRIBUTES_DIR)
+    return lambda rng: sample_identity_attributes(spec, rng)
 
 
 def pairwise_cosine(embeddings: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from PIL import Image, ImageFilter
 from synid_assets.core.seeds import stream_seed
 
 RENDERER_NAME = "procedural"
-RENDERER_VERSION = "1"  # bump when output bytes change for the same inputs
+RENDERER_VERSION = "2"  # bump when output bytes change for the same inputs
 
 Color = np.ndarray
 
@@ -209,6 +209,8 @@ class Identity:
     gender: str
     oily: float
     doc_background: Color
+    tone: float = 0.0
+    exposure: float = 1.0
 
 
 def _pick(rng_value: float, options: tuple[str, ...] | list[str]) -> str:
@@ -219,7 +221,7 @@ def build_identity(attributes: Mapping[str, str], seed: int) -> Identity:
     """Identity geometry and colours from the identity seed, steered by the attributes."""
     rng = np.random.default_rng(stream_seed(int(seed), "render-identity"))
     # One fixed block of draws, consumed by name below, so missing attributes never shift the stream.
-    n = rng.standard_normal(64)
+    n = np.clip(rng.standard_normal(64), -2.2, 2.2)  # wide spread, but no broken faces from the tails
     u = rng.random(64)
     marks_raw = rng.random((40, 4))
     hair_phase = rng.random(8) * 2 * np.pi
@@ -232,17 +234,18 @@ def build_identity(attributes: Mapping[str, str], seed: int) -> Identity:
     face_shape = a.get("face_shape") or _pick(u[2], ("Oval", "Oval", "Round", "Square", "Long"))
 
     # Head proportions.
-    ry = {"Oval": 1.36, "Round": 1.24, "Square": 1.28, "Long": 1.46}[face_shape] + 0.08 * n[0]
+    ry = {"Oval": 1.36, "Round": 1.24, "Square": 1.28, "Long": 1.46}[face_shape] + 0.1 * n[0]
     rx = {"Oval": 1.0, "Round": 1.07, "Square": 1.05, "Long": 0.95}[face_shape]
-    rx *= {"Underweight": 0.95, "Overweight": 1.07}.get(body, 1.0) * (1 + 0.06 * n[1]) * (1 + 0.03 * masc)
-    taper = {"Oval": 0.30, "Round": 0.18, "Square": 0.08, "Long": 0.30}[face_shape] + 0.06 * n[2]
-    taper -= 0.05 * masc + (0.06 if body == "Overweight" else 0.0)
+    rx *= {"Underweight": 0.95, "Overweight": 1.07}.get(body, 1.0) * (1 + 0.07 * n[1]) * (1 + 0.03 * masc)
+    taper = {"Oval": 0.32, "Round": 0.25, "Square": 0.16, "Long": 0.32}[face_shape] + 0.06 * n[2]
+    taper -= 0.04 * masc + (0.04 if body == "Overweight" else 0.0)
+    taper = max(taper, 0.14)  # a jaw that narrows to the chin: the U-shaped outline detectors key on
     jaw_power = {"Square": 3.4, "Round": 2.2}.get(face_shape, 2.0) + 0.25 * abs(n[3])
 
     # Eyes.
     eye_shape = a.get("eye_shape", "")
-    eye_y = -0.03 + 0.06 * n[4]
-    eye_dx = 0.41 + 0.045 * n[5] + {"Close-Set": -0.05, "Wide-Set": 0.05}.get(eye_shape, 0.0)
+    eye_y = -0.03 + 0.07 * n[4]
+    eye_dx = 0.41 + 0.055 * n[5] + {"Close-Set": -0.05, "Wide-Set": 0.05}.get(eye_shape, 0.0)
     eye_w = 0.19 + 0.025 * n[6]
     eye_h = 0.085 + 0.011 * n[7]
     eye_h += {"Round": 0.02, "Protruding": 0.02, "Monolid": -0.02, "Hooded": -0.015, "Almond": -0.005}.get(
@@ -285,16 +288,16 @@ def build_identity(attributes: Mapping[str, str], seed: int) -> Identity:
         brow_color = _c(0.06, 0.05, 0.04)
 
     # Brows.
-    brow_gap = 0.23 + 0.045 * n[13]
-    brow_thick = 0.045 + 0.01 * n[14] + 0.012 * masc
+    brow_gap = 0.23 + 0.05 * n[13]
+    brow_thick = 0.047 + 0.013 * n[14] + 0.012 * masc
     brow_arch = 0.05 + 0.025 * n[15]
     brow_len = 0.25 + 0.025 * n[16]
     brow_slope = 0.04 * n[17]
 
     # Nose.
     nose_shape = a.get("nose_shape", "")
-    nose_tip = 0.42 + 0.06 * n[18] + {"Long and straight": 0.06, "Upturned": -0.04}.get(nose_shape, 0.0)
-    nose_w = 0.15 + 0.03 * n[19] + 0.015 * masc + {"Wide and flat": 0.05, "Small and narrow": -0.035}.get(
+    nose_tip = 0.42 + 0.075 * n[18] + {"Long and straight": 0.06, "Upturned": -0.04}.get(nose_shape, 0.0)
+    nose_w = 0.15 + 0.038 * n[19] + 0.015 * masc + {"Wide and flat": 0.05, "Small and narrow": -0.035}.get(
         nose_shape, 0.0
     )
     nose_w += 0.02 * (tone > 0.7)
@@ -304,10 +307,10 @@ def build_identity(attributes: Mapping[str, str], seed: int) -> Identity:
 
     # Mouth.
     lip_shape = a.get("lip_shape", "")
-    mouth_y = 0.76 + 0.05 * n[21] + (nose_tip - 0.42) * 0.5
-    mouth_w = 0.4 + 0.045 * n[22]
-    lip_up = 0.045 + 0.01 * n[23] + {"Full": 0.015, "Thin": -0.018, "Bow-Shaped": 0.008}.get(lip_shape, 0.0)
-    lip_lo = 0.065 + 0.012 * n[24] + {"Full": 0.02, "Thin": -0.022, "Round": 0.01}.get(lip_shape, 0.0)
+    mouth_y = 0.76 + 0.06 * n[21] + (nose_tip - 0.42) * 0.5
+    mouth_w = 0.4 + 0.06 * n[22]
+    lip_up = 0.058 + 0.012 * n[23] + {"Full": 0.015, "Thin": -0.018, "Bow-Shaped": 0.008}.get(lip_shape, 0.0)
+    lip_lo = 0.08 + 0.014 * n[24] + {"Full": 0.02, "Thin": -0.022, "Round": 0.01}.get(lip_shape, 0.0)
     lip_curve = 0.01 * n[25] + {"Upturned": 0.025, "Downturned": -0.025}.get(lip_shape, 0.0)
     lip_asym = 0.02 * n[26] + (0.04 if lip_shape == "Asymmetrical" else 0.0)
     lip_color = _lerp(skin * _c(0.85, 0.6, 0.6), _c(0.55, 0.18, 0.22), 0.3 + 0.3 * (1 - masc) * u[11])
@@ -328,9 +331,11 @@ def build_identity(attributes: Mapping[str, str], seed: int) -> Identity:
     if style in ("Braided", "Dreadlocked") or (style in ("Straight", "Wavy", "Curly", "Coily", "Messy")
                                                 and u[13] < long_p):
         hair_len = 0.6 + 0.9 * u[14]
-    hairline = -0.62 + 0.05 * n[30] + (0.06 if age > 50 and masc > 0.7 else 0.0)
+    hairline = -0.74 + 0.05 * n[30] + (0.06 if age > 50 and masc > 0.7 else 0.0)
     hair_part = 0.5 * n[31]
     fringe = min(max(0.0, 0.2 * n[32]), 0.2) if style in ("Straight", "Wavy", "Messy") else 0.0
+    brow_top = eye_y - brow_gap - brow_arch - brow_thick
+    fringe = max(0.0, min(fringe, brow_top - 0.2 - hairline))
     hair_volume = {"Curly": 0.22, "Coily": 0.3, "Messy": 0.13, "Wavy": 0.11, "Dreadlocked": 0.16}.get(
         style, 0.06
     ) + 0.03 * u[15]
@@ -362,6 +367,7 @@ def build_identity(attributes: Mapping[str, str], seed: int) -> Identity:
     marks = marks_raw.copy()
     oily = 0.5 if skin_type == "Oily" else 0.12
 
+    exposure = 1.0 + 0.55 * max(tone - 0.35, 0.0)  # photographers expose for the face: dark skin keeps contrast
     doc_background = _c(0.86, 0.88, 0.90) + _c(*(0.04 * (u[27:30] - 0.5)))
 
     return Identity(
@@ -382,6 +388,7 @@ def build_identity(attributes: Mapping[str, str], seed: int) -> Identity:
         glasses_color=glasses_color, headwear=headwear, cloth_color=cloth_color, shirt_color=shirt_color,
         neck_w=float(neck_w), shoulder_w=float(shoulder_w), wrinkles=float(wrinkles), skin_type=skin_type,
         marks=marks, gender=gender, oily=float(oily), doc_background=doc_background,
+        tone=float(tone), exposure=float(exposure),
     )
 
 
@@ -581,7 +588,7 @@ def _render(ident: Identity, sc: _Scene, size: int) -> Image.Image:
     neck = np.minimum(ident.neck_w * (1 + 0.3 * _smoothstep(ident.ry * 1.55, ident.ry * 1.95, wy0)) - np.abs(neck_x),
                       ident.ry * 2.3 - wy0)
     neck = np.minimum(neck, wy + 0.3)
-    neck_shade = 0.62 + 0.3 * _smoothstep(ident.ry * 0.9, ident.ry * 1.5, wy) - 0.15 * (
+    neck_shade = 0.52 + 0.4 * _smoothstep(ident.ry * 0.9, ident.ry * 1.5, wy) - 0.15 * (
         np.abs(neck_x) / ident.neck_w
     ) ** 2
     neck_color = ident.skin * neck_shade[..., None]
@@ -678,7 +685,7 @@ def _render(ident: Identity, sc: _Scene, size: int) -> Image.Image:
         cover = _ellipse_f(lx, ly, 0.0, -ident.ry * 0.95, 0.45, 0.25)
         _paint(alb, _coverage(cover), ident.cloth_color)
 
-    light = shade(head.nw)
+    light = shade(head.nw) * np.float32(ident.exposure)
     # Specular sheen (stronger for oily skin) and edge darkening for a rounded look.
     spec = np.maximum(head.nw[0] * L[0] + head.nw[1] * L[1] + head.nw[2] * L[2], 0.0) ** 18 * ident.oily
     rim = 1.0 - 0.6 * (1 - np.clip(head.nw[2], 0, 1)) ** 1.5
@@ -739,12 +746,16 @@ def _skin_details(alb: np.ndarray, ident: Identity, lx: np.ndarray, ly: np.ndarr
     for side in (-1.0, 1.0):
         xline = side * (ident.nose_bridge + (nw * 0.55 - ident.nose_bridge) * yy**2)
         along = _smoothstep(ident.eye_y + 0.1, tip_y - 0.05, ly) * _smoothstep(tip_y + 0.06, tip_y - 0.05, ly)
-        band = np.exp(-(((lx - xline) / 0.045) ** 2)) * along
-        _paint(alb, 0.3 * band, dark)
+        band = np.exp(-(((lx - xline) / 0.05) ** 2)) * along
+        _paint(alb, 0.5 * band, dark)
         wing = _gauss(lx, ly, side * nw * 0.8, tip_y - 0.01, nw * 0.35, 0.06)
         _paint(alb, 0.4 * wing, dark)
         nostril = _ellipse_f(lx, ly, side * nw * 0.42, tip_y + 0.03 - 0.02 * ident.nose_up, nw * 0.26, 0.028)
         _paint(alb, 0.85 * _coverage(nostril), skin * 0.25)
+    # Bridge ridge: a lit strip down the middle, the nose's main vertical edge pair with the side shading.
+    ridge = np.exp(-((lx / (ident.nose_bridge * 0.8)) ** 2))
+    ridge = ridge * _smoothstep(ident.eye_y + 0.05, ident.eye_y + 0.2, ly) * _smoothstep(tip_y + 0.02, tip_y - 0.08, ly)
+    _paint(alb, 0.3 * ridge, np.minimum(skin * 1.3, 1.0))
     tip = _gauss(lx, ly, 0.0, tip_y - 0.05 + 0.03 * ident.nose_hook, nw * 0.45, 0.07)
     _paint(alb, 0.3 * tip, np.minimum(skin * 1.2, 1.0))
     _paint(alb, 0.55 * _gauss(lx, ly, 0.0, tip_y + 0.08, nw * 0.9, 0.04), dark)
@@ -872,11 +883,11 @@ def _skin_details(alb: np.ndarray, ident: Identity, lx: np.ndarray, ly: np.ndarr
         for side in (-1.0, 1.0):
             cxg = side * (ident.eye_dx + 0.01)
             d = ((np.abs(lx - cxg) / gw) ** p + (np.abs(ly - ident.eye_y - 0.01) / gh) ** p) ** (1 / p)
-            ring = 0.022 - np.abs(d - 1.0) * gh
-            _paint(alb, 0.95 * _coverage(ring), ident.glasses_color)
-            temple = np.minimum(0.015 - np.abs(ly - ident.eye_y + 0.05), side * (lx - cxg) - gw * 0.98)
+            ring = 0.013 - np.abs(d - 1.0) * gh  # thin frames: the eyes and brows must stay readable
+            _paint(alb, 0.85 * _coverage(ring), ident.glasses_color)
+            temple = np.minimum(0.012 - np.abs(ly - ident.eye_y + 0.05), side * (lx - cxg) - gw * 0.98)
             _paint(alb, 0.9 * _coverage(temple), ident.glasses_color)
-        bridge = np.minimum(0.014 - np.abs(ly - ident.eye_y + 0.04), ident.eye_dx - gw * 0.95 - np.abs(lx))
+        bridge = np.minimum(0.011 - np.abs(ly - ident.eye_y + 0.04), ident.eye_dx - gw * 0.95 - np.abs(lx))
         _paint(alb, 0.95 * _coverage(bridge), ident.glasses_color)
     return None
 
@@ -897,8 +908,13 @@ def _paint_beard(alb, ident: Identity, lx, ly, b: dict[str, float], line_y, lo_t
                           mw * 1.05 - np.abs(lx))
     keep_lips = 1.0 - np.clip(lip_hole * 40, 0, 1)
     if b.get("jaw") or b.get("cheeks"):
-        top = ident.nose_tip + 0.1 - 0.3 * b.get("cheeks", 0.0)
-        region = _smoothstep(top, top + 0.12, ly)
+        # The beard's upper edge runs from the sideburn down the cheek to just below the mouth corners,
+        # so the cheeks above it stay skin and the jaw outline still reads.
+        edge_t = _smoothstep(mw * 0.9, ident.rx * 0.85, np.abs(lx))
+        center_top = line_y + 0.03
+        cheek_top = ident.ear_y + 0.12 - 0.12 * b.get("cheeks", 0.0)
+        top = center_top + (cheek_top - center_top) * edge_t
+        region = 0.85 * _smoothstep(top, top + 0.1, ly)
         if b.get("nochin"):
             region = region * _smoothstep(mw * 0.9, mw * 1.4, np.abs(lx))
         dens = max(b.get("jaw", 0.0), b.get("cheeks", 0.0))
@@ -931,7 +947,7 @@ def _paint_beard(alb, ident: Identity, lx, ly, b: dict[str, float], line_y, lo_t
 def render_document(attributes: Mapping[str, str], seed: int, size: int = 256) -> Image.Image:
     """A passport-like portrait: frontal, neutral, evenly lit, plain light background."""
     ident = build_identity(attributes, seed)
-    sc = _Scene(bg_colors=(tuple(float(c) for c in ident.doc_background),))
+    sc = _Scene(ambient=0.92, light_strength=0.15, bg_colors=(tuple(float(c) for c in ident.doc_background),))
     return _render(ident, sc, size)
 
 
@@ -947,24 +963,24 @@ def draw_live_variation(seed: int) -> dict[str, object]:
         for _ in range(3)
     ]
     return {
-        "yaw": round(float((v[2] * 2 - 1) * 14.0), 3),
-        "pitch": round(float((v[3] * 2 - 1) * 7.0), 3),
-        "roll": round(float((v[4] * 2 - 1) * 8.0), 3),
+        "yaw": round(float((v[2] * 2 - 1) * 10.0), 3),
+        "pitch": round(float((v[3] * 2 - 1) * 5.0), 3),
+        "roll": round(float((v[4] * 2 - 1) * 6.0), 3),
         "expression": expression,
-        "expression_strength": round(float(0.3 + 0.7 * v[5]), 3),
+        "expression_strength": round(float(0.2 + 0.5 * v[5]), 3),
         "lighting": {
-            "azimuth": round(float((v[6] * 2 - 1) * 45.0), 3),
-            "elevation": round(float(-10.0 + 50.0 * v[7]), 3),
-            "strength": round(float(0.3 + 0.5 * v[8]), 3),
-            "ambient": round(float(0.45 + 0.25 * v[9]), 3),
+            "azimuth": round(float((v[6] * 2 - 1) * 30.0), 3),
+            "elevation": round(float(0.0 + 35.0 * v[7]), 3),
+            "strength": round(float(0.15 + 0.3 * v[8]), 3),
+            "ambient": round(float(0.7 + 0.2 * v[9]), 3),
         },
         "background": {"kind": background, "rgb": colors[0], "rgb2": colors[1],
                        "angle": round(float(v[10] * 360.0), 3), "blobs": blobs},
         "scale": round(float(0.18 + 0.04 * v[11]), 4),
         "offset": [round(float((v[12] * 2 - 1) * 0.04), 4), round(float((v[13] * 2 - 1) * 0.03), 4)],
         "gaze": round(float(v[14] * 2 - 1), 3),
-        "blur_sigma": round(float(1.2 * v[15] ** 2), 3),
-        "noise_sigma": round(float(4.0 * v[16]), 3),
+        "blur_sigma": round(float(0.9 * v[15] ** 2), 3),
+        "noise_sigma": round(float(3.0 * v[16]), 3),
         "noise_seed": int(stream_seed(int(seed), "live-noise")),
     }
 
