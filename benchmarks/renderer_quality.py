@@ -26,22 +26,22 @@ from synid_assets.core.calibration import (  # noqa: E402
     eer,
     impostor_thresholds,
     pairwise_cosine,
+    profile_analyzer,
 )
-from synid_assets.core.faces import DlibFaceAnalyzer  # noqa: E402
 from synid_assets.core.seeds import identity_seed, rng_for, stream_seed  # noqa: E402
 
-_ANALYZER: DlibFaceAnalyzer | None = None
+_ANALYZER = None
 _SAMPLER = None
 
 
-def _work(job: tuple[int, int, int, int]) -> dict:
+def _work(job: tuple[int, int, int, int, str]) -> dict:
     """Render and analyse the document and live images of one identity (runs in a worker)."""
     global _ANALYZER, _SAMPLER
     if _ANALYZER is None:
-        _ANALYZER = DlibFaceAnalyzer()
+        _ANALYZER = profile_analyzer(job[4])
     if _SAMPLER is None:
         _SAMPLER = attribute_sampler()
-    dataset_seed, index, n_live, size = job
+    dataset_seed, index, n_live, size, _ = job
     iseed = identity_seed(dataset_seed, "bench", index)
     attrs = dict(_SAMPLER(rng_for(iseed, "attributes")))
     t0 = time.perf_counter()
@@ -81,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--verbose", action="store_true", help="list missed detections")
+    ap.add_argument("--profile", default="local", help="resource profile whose face analyzer to use")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    jobs = [(args.seed, i, args.live, args.size) for i in range(args.identities)]
+    jobs = [(args.seed, i, args.live, args.size, args.profile) for i in range(args.identities)]
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
             rows = list(pool.map(_work, jobs, chunksize=4))

@@ -89,3 +89,18 @@ def test_missing_model_dir_names_the_file(tmp_path):
         model_paths(tmp_path)
     with pytest.raises(FaceModelError, match=str(tmp_path)):
         DlibFaceAnalyzer(model_dir=str(tmp_path)).analyze(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_retry_upsample_finds_faces_a_single_pass_misses() -> None:
+    """A renderer-v2 document (benchmark seed 0, identity 57) that HOG misses at upsample 1 but finds at 2."""
+    from synid_assets.core import render
+    from synid_assets.core.calibration import attribute_sampler
+    from synid_assets.core.seeds import identity_seed, rng_for
+
+    seed = identity_seed(0, "bench", 57)
+    image = np.asarray(render.render_document(dict(attribute_sampler()(rng_for(seed, "attributes"))), seed))
+    assert not DlibFaceAnalyzer(upsample=1).analyze(image).detected
+    found = DlibFaceAnalyzer(upsample=1, retry_upsample=2).analyze(image)
+    assert found.detected and found.embedding is not None
+    # A blank image stays a miss after the second pass: no fallback to the whole frame.
+    assert not DlibFaceAnalyzer(upsample=1, retry_upsample=2).analyze(np.full((256, 256, 3), 200, np.uint8)).detected

@@ -54,6 +54,20 @@ def attribute_sampler(attributes_dir: str | Path | None = None) -> Callable[[np.
     return lambda rng: sample_identity_attributes(spec, rng)
 
 
+def profile_analyzer(profile: str | None = "local"):
+    """The face analyzer a resource profile configures (backend and options), loaded."""
+    from synid_assets.core.backends import create_backend
+    from synid_assets.core.profiles import load_profile
+
+    section = load_profile(profile)["face_analyzer"]
+    skip = ("backend", "keep_loaded", "fmr", "thresholds")
+    analyzer = create_backend(
+        "face_analyzer", section["backend"], {k: v for k, v in section.items() if k not in skip and v is not None}
+    )
+    analyzer.load()
+    return analyzer
+
+
 def pairwise_cosine(embeddings: np.ndarray) -> np.ndarray:
     """Upper-triangle cosine similarities of L2-normalised rows."""
     e = np.asarray(embeddings, dtype=np.float64)
@@ -67,10 +81,9 @@ def calibrate_renderer_thresholds(
 ) -> dict:
     """Render n document portraits of random identities, embed them, and derive impostor thresholds."""
     from synid_assets.core import render
-    from synid_assets.core.faces import DlibFaceAnalyzer
     from synid_assets.core.seeds import identity_seed, rng_for
 
-    analyzer = analyzer or DlibFaceAnalyzer()
+    analyzer = analyzer or profile_analyzer("local")
     sample = attribute_sampler()
     embeddings = []
     for i in range(int(n_identities)):

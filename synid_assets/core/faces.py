@@ -142,9 +142,14 @@ class DlibFaceAnalyzer:
     model_id = "dlib_face_recognition_resnet_model_v1"
     dim = 128
 
-    def __init__(self, model_dir: str | None = None, upsample: int = 1, num_jitters: int = 0) -> None:
+    def __init__(
+        self, model_dir: str | None = None, upsample: int = 1, num_jitters: int = 0, retry_upsample: int | None = None
+    ) -> None:
         self.model_dir = model_dir
         self.upsample = int(upsample)
+        # A second, finer pass over images where the first found nothing: HOG misses some faces at one
+        # scale that it finds at the next. Only failures pay for it; a miss is still a miss after it.
+        self.retry_upsample = int(retry_upsample) if retry_upsample else None
         self.num_jitters = int(num_jitters)
         self._detector = None
         self._predictor = None
@@ -172,6 +177,8 @@ class DlibFaceAnalyzer:
     def _detect(self, img: np.ndarray):
         """(chosen face's FaceAnalysis without embedding, shape) or (no-face analysis, None)."""
         rects, scores, _ = self._detector.run(img, self.upsample, 0.0)
+        if len(rects) == 0 and self.retry_upsample and self.retry_upsample > self.upsample:
+            rects, scores, _ = self._detector.run(img, self.retry_upsample, 0.0)
         if len(rects) == 0:
             return _no_face(), None
         # Largest face: the subject of a portrait, not a face in the background.
