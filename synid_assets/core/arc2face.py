@@ -27,12 +27,12 @@ torch and diffusers are imported only when the model is loaded, so importing thi
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.interfaces import GeneratedImage, LiveRequest, ModelLoadError
+from synid_assets.core.torch_runtime import noise_device, resolve_device, snapshot_commit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +54,6 @@ LICENSE = (
 NEEDS_EMBEDDING = (
     "Arc2Face needs a 512-d ArcFace embedding of the document face; set the profile's face analyzer to insightface"
 )
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # Settings that must match between a generator and the params of an image it is asked to regenerate.
 _MODEL_FIELDS = ("model_id", "base_model_id", "lcm_lora", "dtype", "scheduler")
 _ARC2FACE_FILES = [
@@ -189,13 +188,7 @@ class Arc2FaceLiveGenerator:
     @property
     def noise_device(self) -> str:
         """The device type of the per-image noise generators: CPU and CUDA generators give different noise."""
-        if self._device is not None:
-            return self._device.split(":")[0]
-        if self.device != "auto":
-            return self.device.split(":")[0]
-        import torch  # only to resolve "auto"
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return noise_device(self._device, self.device)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -295,9 +288,7 @@ class Arc2FaceLiveGenerator:
         )
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(self.device)
         torch_dtype = getattr(torch, self.dtype)
         arc_dir = self._resolve(self.model_id, self.revision, _ARC2FACE_FILES, ("arc2face", "encoder"))
         base_dir = self._resolve(self.base_model_id, self.base_revision, _BASE_FILES, ("vae", "tokenizer", "scheduler"))
@@ -370,8 +361,8 @@ class Arc2FaceLiveGenerator:
         with torch.inference_mode():
             self._negative = encoder(empty_ids)[0]
         self._resolved = {
-            "revision": arc_dir.name if _COMMIT.match(arc_dir.name) else None,
-            "base_revision": base_dir.name if _COMMIT.match(base_dir.name) else None,
+            "revision": snapshot_commit(arc_dir),
+            "base_revision": snapshot_commit(base_dir),
         }
         self._versions = {"diffusers": diffusers.__version__, "torch": torch.__version__}
 

@@ -11,13 +11,13 @@ torch and diffusers are imported only when the model is loaded, so importing thi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.interfaces import DocumentRequest, GeneratedImage, ModelLoadError
 from synid_assets.core.seeds import rng_for
+from synid_assets.core.torch_runtime import noise_device, resolve_device, snapshot_commit
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 DTYPES = ("bfloat16", "float16", "float32")
 STORAGE_DTYPES = ("float8_e4m3fn", "float8_e5m2", "bfloat16", "float16")
 OFFLOAD_MODES = ("none", "model", "sequential")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 # Settings that must match between a generator and the params of an image it is asked to regenerate.
 _MODEL_FIELDS = (
@@ -137,13 +136,7 @@ class FluxDocumentGenerator:
     @property
     def noise_device(self) -> str:
         """The device type of the per-image noise generators: CPU and CUDA generators give different noise."""
-        if self._device is not None:
-            return self._device.split(":")[0]
-        if self.device != "auto":
-            return self.device.split(":")[0]
-        import torch  # only to resolve "auto"; diffusers is not imported
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return noise_device(self._device, self.device)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -251,13 +244,11 @@ class FluxDocumentGenerator:
         import torch
         from diffusers import FluxPipeline
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(self.device)
         torch_dtype = getattr(torch, self.dtype)
 
         model_dir = self._resolve_model_dir()
-        resolved = model_dir.name if model_dir.parent.name == "snapshots" and _COMMIT.match(model_dir.name) else None
+        resolved = snapshot_commit(model_dir)
         try:
             pipe = FluxPipeline.from_pretrained(model_dir, dtype=torch_dtype)
         except Exception as error:

@@ -18,13 +18,13 @@ imported only when the model is loaded.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.interfaces import GeneratedImage, LiveRequest, ModelLoadError
 from synid_assets.core.seeds import rng_for
+from synid_assets.core.torch_runtime import noise_device, resolve_device, snapshot_commit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,7 +48,6 @@ DEFAULT_LISTS: dict[str, tuple[str, ...]] = {
     "lighting": ("in harsh side light", "in dim light"),
     "camera": ("as a webcam capture", "as a phone photo", "with motion blur"),
 }
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _MODEL_FIELDS = ("model_id", "dtype")
 
 
@@ -154,13 +153,7 @@ class KontextLiveGenerator:
 
     @property
     def noise_device(self) -> str:
-        if self._device is not None:
-            return self._device.split(":")[0]
-        if self.device != "auto":
-            return self.device.split(":")[0]
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return noise_device(self._device, self.device)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -231,9 +224,7 @@ class KontextLiveGenerator:
         import torch
         from diffusers import FluxKontextPipeline
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(self.device)
         model_dir = self._resolve_model_dir()
         try:
             pipe = FluxKontextPipeline.from_pretrained(model_dir, dtype=getattr(torch, self.dtype))
@@ -251,9 +242,7 @@ class KontextLiveGenerator:
         pipe.set_progress_bar_config(disable=True)
         self._pipe = pipe
         self._device = device
-        self._resolved_revision = (
-            model_dir.name if model_dir.parent.name == "snapshots" and _COMMIT.match(model_dir.name) else None
-        )
+        self._resolved_revision = snapshot_commit(model_dir)
         self._versions = {"diffusers": diffusers.__version__, "torch": torch.__version__}
 
     def unload(self) -> None:
