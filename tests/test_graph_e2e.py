@@ -111,6 +111,10 @@ def test_manifest_rows_are_consistent_with_files(two_batches: Path) -> None:
         two_batches, "SELECT m.live_status, m.face_detected, m.similarity_to_document, d.threshold FROM images m "
                      "JOIN filter_decisions d USING (identity_id) WHERE kind = 'live'"):
         assert status == ("no_face" if not detected else "ok" if similarity > threshold else "below_threshold")
+    assert query(two_batches, "SELECT count(*) FROM dataset_images WHERE kind = 'live' AND live_status <> 'ok'") \
+        == [(0,)]
+    assert query(two_batches, "SELECT count(DISTINCT identity_id) FROM dataset_images") == query(
+        two_batches, "SELECT count(*) FROM identities WHERE status = 'accepted'")
     assert query(two_batches, "SELECT count(*) FROM identities i WHERE status = 'incomplete' AND EXISTS (SELECT 1 "
                               "FROM images m WHERE m.identity_id = i.identity_id AND live_status = 'ok')") == [(0,)]
     # Detected live faces carry their similarity to the document.

@@ -25,14 +25,32 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 @pytest.fixture(scope="module")
-def live_profile(tmp_path_factory) -> Path:
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
     from diffusers import FluxKontextPipeline, FluxPipeline
 
     root = tmp_path_factory.mktemp("tiny_live")
     arc_dir, base_dir = build_tiny_arc2face(root / "arc2face")
     flux = FluxPipeline.from_pretrained(build_tiny_flux(root / "flux"))
     FluxKontextPipeline.from_pipe(flux).save_pretrained(root / "kontext")
-    pack = build_pack(root / "insightface")
+    return {"root": root, "arc2face": arc_dir, "base": base_dir, "kontext": root / "kontext",
+            "pack": build_pack(root / "insightface")}
+
+
+def run_batch(profile: Path) -> None:
+    defs = build_definitions(str(profile))
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("attribute_spec_job").execute_in_process(instance=instance, run_config=QUIET).success
+    instance.add_dynamic_partitions(identity_batches.name, ["batch-00000"])
+    result = defs.resolve_job_def("synid_batch").execute_in_process(
+        partition_key="batch-00000", instance=instance, run_config=QUIET, raise_on_error=False
+    )
+    assert result.success
+
+
+@pytest.fixture(scope="module")
+def live_profile(tiny_models: dict[str, Path]) -> Path:
+    root, arc_dir, base_dir, pack = tiny_models["root"], tiny_models["arc2face"], tiny_models["base"], \
+        tiny_models["pack"]
     tiny = {"width": 32, "height": 32, "steps": 2, "dtype": "float32", "device": "cpu"}
     profile = {
         "name": "tiny-live",
@@ -52,14 +70,7 @@ def live_profile(tmp_path_factory) -> Path:
 
 
 def test_graph_with_arc2face_kontext_and_insightface(live_profile: Path, synid_home: Path) -> None:
-    defs = build_definitions(str(live_profile))
-    instance = dg.DagsterInstance.ephemeral()
-    assert defs.resolve_job_def("attribute_spec_job").execute_in_process(instance=instance, run_config=QUIET).success
-    instance.add_dynamic_partitions(identity_batches.name, ["batch-00000"])
-    result = defs.resolve_job_def("synid_batch").execute_in_process(
-        partition_key="batch-00000", instance=instance, run_config=QUIET, raise_on_error=False
-    )
-    assert result.success
+    run_batch(live_profile)
     with duckdb.connect(str(DatasetLayout(synid_home).manifest_path), read_only=True) as con:
         live = con.execute(
             "SELECT generator, live_index, params, model_id FROM images WHERE kind = 'live' ORDER BY image_id"
@@ -75,3 +86,27 @@ def test_graph_with_arc2face_kontext_and_insightface(live_profile: Path, synid_h
         else:
             assert params["instruction"].endswith("same facial features.")
     assert doc_models == {"insightface:tinypack/w_tiny"}
+
+
+def test_graph_mixing_tiny_kontext_with_embedded_dlib(tiny_models: dict[str, Path], synid_home: Path) -> None:
+    """Procedural documents and live images next to tiny Kontext edits, all analyzed by dlib."""
+    local = yaml.safe_load((Path(__file__).resolve().parents[1] / "resources" / "local.yaml").read_text())
+    profile = {
+        **local,
+        "dataset": {"seed": 4, "batch_size": 4, "live_per_identity": 1, "min_good_live": 1},
+        "live_generator": {"generators": [
+            {"backend": "procedural", "count": 1},
+            {"backend": "kontext", "count": 1, "model_id": str(tiny_models["kontext"]), "width": 32, "height": 32,
+             "steps": 2, "dtype": "float32", "device": "cpu"},
+        ]},
+    }
+    path = tiny_models["root"] / "mixed.yaml"
+    path.write_text(yaml.safe_dump(profile), encoding="utf-8")
+    run_batch(path)
+    with duckdb.connect(str(DatasetLayout(synid_home).manifest_path), read_only=True) as con:
+        rows = con.execute("SELECT generator, live_status, width FROM images WHERE kind = 'live'").fetchall()
+        models = {m for (m,) in con.execute("SELECT DISTINCT model_id FROM images").fetchall()}
+    assert {g for g, _, _ in rows} == {"procedural", "kontext"}
+    # Tiny random Kontext output is noise: dlib finds no face there, and says so per image.
+    assert {(s, w) for g, s, w in rows if g == "kontext"} == {("no_face", 32)}
+    assert models == {"dlib_face_recognition_resnet_model_v1"}

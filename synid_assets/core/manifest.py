@@ -284,6 +284,18 @@ def _fill(con, layout: DatasetLayout, extra_info: dict[str, str]) -> dict[str, i
         FROM identities GROUP BY batch_id ORDER BY batch_id
         """
     )
+    # The accepted set: documents of accepted identities and their good live images.
+    con.execute(
+        """
+        CREATE VIEW dataset_images AS
+        SELECT m.* FROM images m JOIN identities i USING (identity_id)
+        WHERE i.status = 'accepted' AND (m.kind = 'document' OR m.live_status = 'ok')
+        """
+    )
+    con.execute(
+        "COMMENT ON VIEW dataset_images IS 'The accepted set: documents of accepted identities and their live "
+        "images with a detected face above the threshold'"
+    )
     con.execute("CREATE TABLE manifest_info (key VARCHAR, value VARCHAR)")
     info = {"schema_version": SCHEMA_VERSION, "synid_home": str(layout.home), **extra_info}
     con.executemany("INSERT INTO manifest_info VALUES (?, ?)", sorted(info.items()))
