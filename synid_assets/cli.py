@@ -216,6 +216,23 @@ def run_calibrate_local(identities: int, seed: int, write: str | None) -> int:
     return 0
 
 
+def run_filter(vectors: str, threshold: float, mode: str, target_fmr: float | None, out: str) -> int:
+    """The identity filter on vectors alone: an (n, d) .npy in identity order -> {"kept": [...]} JSON."""
+    from synid_assets.core.filter_scale import filter_vectors_file
+
+    if mode == "fmr" and target_fmr is None:
+        print("synid filter: --mode fmr needs --target-fmr", file=sys.stderr)
+        return 2
+    try:
+        result = filter_vectors_file(vectors, threshold, mode, target_fmr, out)
+    except ValueError as exc:
+        print(f"synid filter: {exc}", file=sys.stderr)
+        return 2
+    print(f"{mode}: kept {len(result['kept'])} of {result['n']} (pairs above {threshold}: {result['edges']}, "
+          f"method {result['method']}) -> {out}")
+    return 0
+
+
 def run_calibrate(embedder: str, pairs_file: str, images: str | None, options: list[str], write: str | None) -> int:
     """Thresholds at FMR 1e-3 and 1e-4 (and FNMR there) from labelled pairs scored by any embedder."""
     from synid_assets.core.backends import create_backend
@@ -405,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=12345)
     calibrate.add_argument("--write", default=None, help="profile YAML to write the thresholds into")
 
+    filter_cmd = commands.add_parser("filter", help="filter identities on embeddings alone (a .npy)")
+    filter_cmd.add_argument("--vectors", required=True, help="(n, d) float .npy, rows in identity order")
+    filter_cmd.add_argument("--threshold", type=float, required=True, help="cosine similarity threshold")
+    filter_cmd.add_argument("--mode", choices=["strict", "fmr"], default="strict")
+    filter_cmd.add_argument("--target-fmr", type=float, default=None, help="fmr mode: dataset FMR to reach")
+    filter_cmd.add_argument("--out", required=True, help="JSON file to write ({'kept': [row indices]})")
+
     calibrate_pairs = commands.add_parser("calibrate", help="thresholds at FMR 1e-3/1e-4 from labelled pairs")
     calibrate_pairs.add_argument("--embedder", required=True, help="a face_analyzer backend, e.g. dlib")
     calibrate_pairs.add_argument("--pairs", required=True, help="LFW pairs.txt, or CSV path1,path2,label / score,label")
@@ -437,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_validate(args.directory)
     if args.command == "thresholds":
         return run_calibrate_local(args.identities, args.seed, args.write)
+    if args.command == "filter":
+        return run_filter(args.vectors, args.threshold, args.mode, args.target_fmr, args.out)
     if args.command == "calibrate":
         return run_calibrate(args.embedder, args.pairs, args.images, args.embedder_option, args.write)
     if args.command == "models":

@@ -1,0 +1,210 @@
+"""Benchmark the scalable identity filter (synid_assets/core/filter_scale.py) on synthetic embeddings.
+
+    .venv/bin/python benchmarks/filter_scale.py --n 15000            # also runs the dense FLUXSynID baseline
+    .venv/bin/python benchmarks/filter_scale.py --n 1000000 --recall-queries 4000
+
+Data: N unit vectors in `--dim` dimensions, random (isotropic by default; `--spectrum A` draws them from a
+Gaussian with variances k^-A, a more face-embedding-like anisotropic cloud), plus planted near-duplicate groups:
+10% of identities are group members, each group a centre identity and 1-4 near-duplicates at cosine
+U(0.75, 0.95) to it (so duplicate-duplicate pairs land around 0.56-0.9, straddling the threshold). Random pairs
+have cosine ~N(0, 1/dim): the 0.6 threshold is far above their tail, so above-threshold pairs are planted ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from synid_assets.core import filter_scale as fs  # noqa: E402
+
+
+def synthetic(
+    n: int, dim: int, seed: int, spectrum: float = 0.0, planted: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit float32 rows with planted near-duplicate groups; returns (vectors, group member rows)."""
+    rng = np.random.default_rng(seed)
+    scale = (np.arange(1, dim + 1, dtype=np.float32) ** (-spectrum / 2)).astype(np.float32)
+    rot = np.linalg.qr(rng.standard_normal((dim, dim)).astype(np.float32))[0].astype(np.float32) if spectrum else None
+    x = np.empty((n, dim), dtype=np.float32)
+    step = 65_536
+    for s in range(0, n, step):
+        block = rng.standard_normal((min(step, n - s), dim), dtype=np.float32)
+        if rot is not None:
+            block = (block * scale) @ rot
+        x[s : s + step] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    # groups: a centre and 1-4 duplicates, all at random positions in identity order
+    sizes = rng.integers(1, 5, size=int(n * planted / 3.5))
+    members = rng.permutation(n)[: int(sizes.sum() + len(sizes))]
+    centres = members[: len(sizes)]
+    dups = members[len(sizes) :]
+    owner = np.repeat(centres, sizes)
+    for s in range(0, len(dups), step):
+        c = x[owner[s : s + step]]
+        u = rng.standard_normal(c.shape, dtype=np.float32)
+        if rot is not None:
+            u = (u * scale) @ rot
+        u -= np.einsum("ij,ij->i", u, c)[:, None] * c
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        cos = rng.uniform(0.75, 0.95, size=(len(c), 1)).astype(np.float32)
+        x[dups[s : s + step]] = cos * c + np.sqrt(1 - cos**2) * u
+    return x, np.sort(members)
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def pair_keys(pairs: np.ndarray, n: int) -> np.ndarray:
+    return pairs[:, 0].astype(np.int64) * n + pairs[:, 1]
+
+
+def sampled_truth(x: np.ndarray, rows: np.ndarray, threshold: float) -> np.ndarray:
+    """Exact above-threshold pairs of the given query rows against every row (unordered keys)."""
+    n = x.shape[0]
+    keys = []
+    for s in range(0, len(rows), 1024):
+        q = rows[s : s + 1024]
+        for c0 in range(0, n, 65_536):
+            sims = x[q] @ x[c0 : c0 + 65_536].T
+            r, c = np.nonzero(sims > threshold)
+            a, b = q[r], c + c0
+            keep = a != b
+            keys.append(np.minimum(a[keep], b[keep]) * n + np.maximum(a[keep], b[keep]))
+    return np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=15_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--threshold", type=float, default=0.6)
+    ap.add_argument(
+        "--target-fmr",
+        type=float,
+        default=None,
+        help="default: a quarter of the FMR before filtering, so the fmr mode has work to do",
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spectrum", type=float, default=0.0, help="variance decay exponent (0: isotropic)")
+    ap.add_argument("--method", default="auto", help="search for the filter runs: auto, exact or index")
+    ap.add_argument("--full-exact-max", type=int, default=100_000, help="score recall against a full exact search")
+    ap.add_argument("--recall-queries", type=int, default=2000, help="sampled query rows when not full exact")
+    ap.add_argument("--baseline-max", type=int, default=20_000, help="run the dense FLUXSynID baseline up to n")
+    ap.add_argument("--n-cells", type=int, default=None)
+    ap.add_argument("--n-probe", type=int, default=None)
+    ap.add_argument("--tables", type=int, default=None)
+    args = ap.parse_args()
+    n, thr, target = args.n, args.threshold, args.target_fmr
+    opts = {
+        k: v
+        for k, v in (("n_cells", args.n_cells), ("n_probe", args.n_probe), ("tables", args.tables))
+        if v is not None
+    }
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+
+    t = time.perf_counter()
+    x, members = synthetic(n, args.dim, args.seed, args.spectrum)
+    print(f"n={n} dim={args.dim} threshold={thr} target_fmr={target} seed={args.seed} spectrum={args.spectrum}")
+    print(f"generate: {time.perf_counter() - t:.1f}s  planted group members={len(members)}  rss={rss_gb():.2f} GB")
+
+    # the search, once: both modes decide from its pairs (filter_vectors(..., precomputed=...))
+    method = args.method if args.method != "auto" else ("exact" if n <= fs.AUTO_EXACT_MAX_ROWS else "index")
+    t = time.perf_counter()
+    found = fs.above_threshold_pairs(x, thr, method=method, **(opts if method == "index" else {}))
+    pairs, sims, stats = found
+    t_pairs = time.perf_counter() - t
+    print(
+        f"pairs[{method}]: {t_pairs:.1f}s  edges={len(pairs)}  similarities scored={stats['candidates']:.3e} "
+        f"({stats['candidates'] / (n * (n - 1) / 2):.4%} of n(n-1)/2; exact scores whole blocks)  rss={rss_gb():.2f} GB"
+    )
+    print(
+        "  search stats: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items())
+    )
+
+    # recall of the above-threshold pairs against exact search
+    t = time.perf_counter()
+    if method == "exact":
+        print("recall: 1 (exact search)")
+    elif n <= args.full_exact_max:
+        truth, _, _ = fs.above_threshold_pairs(x, thr, method="exact")
+        tk, fk = pair_keys(truth, n), pair_keys(pairs, n)
+        hit = np.isin(tk, fk)
+        print(
+            f"recall (full exact, {len(truth)} true pairs): {hit.mean():.5f}  missed={int((~hit).sum())}  "
+            f"false={int((~np.isin(fk, tk)).sum())}  [{time.perf_counter() - t:.1f}s]"
+        )
+    else:
+        rng = np.random.default_rng(args.seed + 1)
+        for label, rows in (
+            ("uniform rows", rng.choice(n, size=args.recall_queries, replace=False)),
+            ("planted-group rows", rng.choice(members, size=args.recall_queries, replace=False)),
+        ):
+            truth = sampled_truth(x, np.sort(rows), thr)
+            hit = np.isin(truth, pair_keys(pairs, n))
+            print(
+                f"recall (sampled, {label}: {len(rows)} queries x all {n} rows, {len(truth)} true pairs): "
+                f"{hit.mean():.5f}  missed={int((~hit).sum())}"
+            )
+        print(
+            f"  (every pair above {thr} has a planted-group row unless random pairs reach it) "
+            f"[{time.perf_counter() - t:.1f}s]"
+        )
+    if target is None:
+        target = float(f"{fs._fmr(n, len(pairs)) / 4:.1g}")
+        print(f"target_fmr (default, a quarter of the FMR before filtering): {target:g}")
+    del pairs, sims
+    t_decide: dict[str, float] = {}
+
+    # the filter itself, end to end, both modes
+    results = {}
+    for mode in ("strict", "fmr"):
+        t = time.perf_counter()
+        res = fs.filter_vectors(
+            x, thr, mode=mode, target_fmr=target if mode == "fmr" else None, normalized=True, precomputed=found
+        )
+        t_decide[mode] = time.perf_counter() - t
+        results[mode] = res
+        secs = ", ".join(f"{k}={v:.2f}s" for k, v in res["seconds"].items())
+        print(
+            f"filter[{mode}]: end to end {t_pairs + t_decide[mode]:.1f}s = search {t_pairs:.1f}s + decide/report "
+            f"{t_decide[mode]:.2f}s ({secs})  kept={res['n_kept']}/{n}  edges={res['edges']}  "
+            f"fmr_before={res['fmr_before']:.3e}  fmr_after={res['fmr_after']:.3e}  rss={rss_gb():.2f} GB"
+        )
+
+    if n <= args.baseline_max:
+        t = time.perf_counter()
+        dense = fs.dense_fmr_keep(x, thr, target)
+        t_dense = time.perf_counter() - t
+        fast = np.zeros(n, bool)
+        fast[results["fmr"]["kept"]] = True
+        t_fast = t_pairs + t_decide["fmr"]
+        print(
+            f"dense FLUXSynID baseline[fmr]: {t_dense:.1f}s  kept={int(dense.sum())}  "
+            f"speed-up={t_dense / t_fast:.1f}x  identical kept set={bool((dense == fast).all())}"
+        )
+        t = time.perf_counter()
+        dense_s = fs.dense_strict_keep(x, thr)
+        t_ds = time.perf_counter() - t
+        fast[:] = False
+        fast[results["strict"]["kept"]] = True
+        print(
+            f"dense baseline[strict]: {t_ds:.1f}s  kept={int(dense_s.sum())}  "
+            f"speed-up={t_ds / (t_pairs + t_decide['strict']):.1f}x  "
+            f"identical kept set={bool((dense_s == fast).all())}"
+        )
+
+    print(
+        f"total: wall={time.perf_counter() - wall0:.1f}s cpu={time.process_time() - cpu0:.1f}s  "
+        f"peak rss (ru_maxrss)={rss_gb():.2f} GB"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Scalable identity filter: sparse decisions equal the dense FLUXSynID oracle; search exactness and recall."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from synid_assets.core import filter_scale as fs
+
+
+def _planted(n: int, dim: int, seed: int, ties: bool = False) -> np.ndarray:
+    """Random rows plus near-duplicate groups; `ties` uses few distinct directions so degrees tie a lot."""
+    rng = np.random.default_rng(seed)
+    if ties:
+        base = rng.standard_normal((max(2, n // 6), dim)).astype(np.float32)
+        x = base[rng.integers(0, len(base), size=n)] + 0.02 * rng.standard_normal((n, dim)).astype(np.float32)
+    else:
+        x = rng.standard_normal((n, dim)).astype(np.float32)
+        groups = rng.integers(1, max(2, n // 8))
+        for _ in range(groups):
+            c = int(rng.integers(n))
+            for d in rng.integers(0, n, size=int(rng.integers(1, 5))):
+                x[d] = x[c] + rng.uniform(0.2, 1.0) * rng.standard_normal(dim).astype(np.float32)
+    return fs.unit_rows(x)
+
+
+def _brute_pairs(x: np.ndarray, threshold: float) -> np.ndarray:
+    sims = x @ x.T
+    i, j = np.nonzero(np.triu(sims > threshold, 1))
+    return np.stack([i, j], axis=1)
+
+
+def test_sparse_decisions_equal_dense_oracle() -> None:
+    checked = removed = 0
+    for seed in range(50):
+        rng = np.random.default_rng(1000 + seed)
+        n = int(rng.integers(5, 301))
+        x = _planted(n, int(rng.integers(3, 24)), seed, ties=seed % 2 == 1)
+        for threshold in (0.3, 0.75):
+            pairs, _, _ = fs.above_threshold_pairs(x, threshold, method="exact")
+            assert (fs.strict_keep(n, pairs) == fs.dense_strict_keep(x, threshold)).all()
+            for target in (0.0, 0.01, 0.2):
+                fast = fs.fmr_keep(n, pairs, target)
+                dense = fs.dense_fmr_keep(x, threshold, target)
+                assert (fast == dense).all(), (seed, n, threshold, target)
+                checked += 1
+                removed += int((~dense).sum())
+    assert checked == 300 and removed > 1000  # the cases do real work
+
+
+def test_fmr_keep_ties_and_stop_rule() -> None:
+    # path 0-1-2-3: degrees 1,2,2,1 and FMR 6/12; row 1 goes first (ties: lowest index, like argmax)
+    pairs = np.array([[0, 1], [1, 2], [2, 3]])
+    assert fs.fmr_keep(4, pairs, 0.5).all()  # FMR == target: checked before removing, nothing removed
+    assert fs.fmr_keep(4, pairs, 0.49).tolist() == [True, False, True, True]  # then 2/6 <= 0.49
+    assert fs.fmr_keep(4, pairs, 0.0).tolist() == [True, False, False, True]  # then 2 (tie with 3)
+
+
+def test_exact_pairs_equal_brute_force_with_small_blocks() -> None:
+    x = _planted(700, 16, 3)
+    for threshold in (0.2, 0.5, 0.9):
+        pairs, sims, stats = fs.above_threshold_pairs(x, threshold, method="exact", block=64, col_block=100)
+        truth = _brute_pairs(x, threshold)
+        assert pairs.tolist() == truth.tolist()
+        assert np.allclose(sims, np.einsum("ij,ij->i", x[pairs[:, 0]], x[pairs[:, 1]]), atol=1e-5)
+        assert stats["method"] == "exact" and stats["candidates"] >= 700 * 699 // 2
+
+
+def test_index_recall_on_planted_clusters() -> None:
+    rng = np.random.default_rng(7)
+    n, dim = 20_000, 128
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    centres = rng.choice(n, size=600, replace=False)
+    others = np.setdiff1d(np.arange(n), centres)
+    dups = rng.choice(others, size=1500, replace=False)
+    for d, c in zip(dups, rng.choice(centres, size=len(dups)), strict=True):
+        u = rng.standard_normal(dim).astype(np.float32)
+        u -= (u @ x[c]) * x[c]
+        cos = rng.uniform(0.75, 0.95)
+        x[d] = cos * x[c] + np.sqrt(1 - cos**2) * u / np.linalg.norm(u)
+    threshold = 0.6
+    truth, _, _ = fs.above_threshold_pairs(x, threshold, method="exact")
+    found, sims, stats = fs.above_threshold_pairs(x, threshold, method="index", seed=1)
+    tk = set(map(tuple, truth.tolist()))
+    fk = set(map(tuple, found.tolist()))
+    assert len(truth) > 1500
+    assert fk <= tk  # every candidate is re-scored exactly: no false pairs
+    recall = len(fk & tk) / len(tk)
+    assert recall >= 0.999, (recall, stats)
+    assert stats["candidates"] < 0.25 * n * (n - 1) / 2  # and it really prunes
+
+
+def test_filter_vectors_modes() -> None:
+    x = _planted(200, 8, 11)
+    strict = fs.filter_vectors(x, 0.8, mode="strict")
+    assert strict["kept"] == np.nonzero(fs.dense_strict_keep(x, 0.8))[0].tolist()
+    assert strict["fmr_after"] == 0.0
+    res = fs.filter_vectors(x, 0.8, mode="fmr", target_fmr=0.001)
+    assert res["kept"] == np.nonzero(fs.dense_fmr_keep(x, 0.8, 0.001))[0].tolist()
+    assert res["fmr_after"] <= 0.001 < res["fmr_before"]
+    near = res["nearest"]
+    assert len(near["row"]) == len(near["index"]) == len(near["similarity"]) > 0
+    with pytest.raises(ValueError, match="target_fmr"):
+        fs.filter_vectors(x, 0.8, mode="fmr")
+
+
+def test_filter_vectors_file_round_trip(tmp_path) -> None:
+    x = _planted(300, 12, 5) * 3.0  # not unit: normalized internally
+    path = tmp_path / "vecs.npy"
+    np.save(path, x.astype(np.float64))
+    out = tmp_path / "out" / "kept.json"
+    result = fs.filter_vectors_file(str(path), 0.7, "fmr", 0.0, str(out))
+    written = json.loads(out.read_text())
+    assert written["kept"] == sorted(written["kept"]) == result["kept"]
+    assert written["kept"] == np.nonzero(fs.dense_fmr_keep(x, 0.7, 0.0))[0].tolist()
+    assert [p.name for p in out.parent.iterdir()] == ["kept.json"]  # no temp file left behind
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (np.zeros(5, np.float32), "2-D"),
+        (np.ones((3, 4), np.int64), "float"),
+        (np.array([[1.0, 0.0], [np.nan, 1.0]]), "row 1"),
+        (np.array([[1.0, 0.0], [0.0, 0.0]]), "row 1 is all zeros"),
+    ],
+)
+def test_filter_vectors_file_bad_input(tmp_path, content: np.ndarray, problem: str) -> None:
+    path = tmp_path / "bad.npy"
+    np.save(path, content)
+    with pytest.raises(ValueError, match=problem) as info:
+        fs.filter_vectors_file(str(path), 0.5, "strict", None, str(tmp_path / "o.json"))
+    assert str(path) in str(info.value)
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_filter_vectors_file_missing_and_garbage(tmp_path) -> None:
+    missing = tmp_path / "nope.npy"
+    with pytest.raises(ValueError, match="no such file") as info:
+        fs.filter_vectors_file(str(missing), 0.5, "strict", None, str(tmp_path / "o.json"))
+    assert str(missing) in str(info.value)
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not an npy file")
+    with pytest.raises(ValueError, match="garbage.npy"):
+        fs.filter_vectors_file(str(garbage), 0.5, "strict", None, str(tmp_path / "o.json"))
