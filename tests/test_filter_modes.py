@@ -61,3 +61,26 @@ def test_synid_filter_command(tmp_path, capsys) -> None:
     np.save(path, np.zeros((3, 4)))
     assert main(["filter", "--vectors", str(path), "--threshold", "0.8", "--out", str(out)]) == 2
     assert "v.npy" in capsys.readouterr().err
+
+
+def test_leak_gallery_from_npy_and_lancedb(tmp_path) -> None:
+    import lancedb
+    import pyarrow as pa
+
+    from synid_assets.core.leakage import Gallery, GalleryError
+
+    rng = np.random.default_rng(0)
+    real = normalize_rows(rng.normal(size=(50, 16)))
+    queries = np.stack([real[7] + 0.01 * rng.normal(size=16), rng.normal(size=16)])
+    np.save(tmp_path / "gallery.npy", real)
+    by_npy = Gallery(str(tmp_path / "gallery.npy")).nearest(queries, block=8)  # several blocks
+    assert by_npy[0][0] == "row 7" and by_npy[0][1] > 0.99 and by_npy[1][1] < 0.9
+    table = pa.table({"id": [f"face-{i}" for i in range(50)],
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(real.ravel(), pa.float32()), 16)})
+    lancedb.connect(tmp_path / "db").create_table("real_faces", table)
+    by_lance = Gallery(f"{tmp_path / 'db'}::real_faces").nearest(queries)
+    assert by_lance[0][0] == "face-7" and abs(by_lance[0][1] - by_npy[0][1]) < 1e-4
+    with pytest.raises(GalleryError, match="dimensions"):
+        Gallery(str(tmp_path / "gallery.npy")).nearest(np.ones((1, 8)))
+    with pytest.raises(GalleryError, match="no table"):
+        Gallery(f"{tmp_path / 'db'}::missing")

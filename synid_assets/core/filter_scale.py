@@ -154,8 +154,9 @@ def _ivf_pairs(
     probes missed 20, 2 tables x 8 probes (same scan cost) missed 3, 2 x 4 missed 10, 3 x 4 missed 1."""
     if tables is None:
         # one table misses ~1% of pairs at 100k but ~15% at 1M (cells of ~670 rows); misses are nearly
-        # independent across tables, so more tables at 1M
-        tables = 3 if x.shape[0] < 500_000 else 5
+        # independent across tables, so more tables at 1M: 5 gave recall 0.9982 on uniform rows, 7 gave 1.0
+        # (0 of 2,293 missed on 8,000 sampled rows) in 324 s of search on 2 cores
+        tables = 3 if x.shape[0] < 500_000 else 7
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     checked = 0
     stats: dict[str, Any] = {"tables": tables}
