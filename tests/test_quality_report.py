@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import numpy as np
-from test_graph_e2e import QUIET, build, materialize_batch  # noqa: F401  (shared graph helpers)
+from test_graph_e2e import QUIET, build, materialize_batch
 
 from synid_assets.core.quality_report import fnmr_at, impostor_scores, u_class
 

@@ -598,11 +598,6 @@ def filter_batch(
     }
 
 
-def analyzer_dim(embedded: dict[str, Any]) -> int:
-    vectors = embedded.get("vector")
-    return int(vectors.shape[1]) if vectors is not None and vectors.ndim == 2 else 0
-
-
 def accepted_identities(layout: DatasetLayout, batch_id: str, needed_by: str) -> list[str]:
     frame = _read(layout, batch_id, "filter_decisions", needed_by)
     return frame.filter(frame["accepted"]).sort("decision_order")["identity_id"].to_list()
