@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.interfaces import GeneratedImage, LiveRequest, ModelLoadError
-from synid_assets.core.torch_runtime import noise_device, resolve_device, snapshot_commit
+from synid_assets.core.torch_runtime import looks_like_path, noise_device, resolve_device, snapshot_commit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,11 +71,6 @@ def _fetch_hint(model_id: str) -> str:
         f"Fetch it first with `synid models download PROFILE` (the profile naming {model_id!r}), or set it to a local "
         "directory in the model's layout (Arc2Face: arc2face/ and encoder/; SD1.5 base: vae/, tokenizer/, scheduler/)."
     )
-
-
-def _looks_like_path(model_id: str) -> bool:
-    """Hub ids are 'name' or 'owner/name'; anything else (absolute, ./, ~, deeper paths) is a local directory."""
-    return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id
 
 
 def normalize_embedding(vector: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -253,7 +248,7 @@ class Arc2FaceLiveGenerator:
                     f"model directory {str(local)!r} has no {', '.join(missing)} folder. {_fetch_hint(model_id)}"
                 )
             return local.resolve()
-        if _looks_like_path(model_id) or local.exists():
+        if looks_like_path(model_id) or local.exists():
             raise ModelLoadError(f"model directory {model_id!r} does not exist. {_fetch_hint(model_id)}")
         from huggingface_hub import snapshot_download
 

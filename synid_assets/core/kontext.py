@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.interfaces import GeneratedImage, LiveRequest, ModelLoadError
 from synid_assets.core.seeds import rng_for
-from synid_assets.core.torch_runtime import noise_device, resolve_device, snapshot_commit
+from synid_assets.core.torch_runtime import (
+    diffusers_model_dir,
+    noise_device,
+    resolve_device,
+    snapshot_commit,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,10 +61,6 @@ def model_license(model_id: str) -> str:
     if "flux.1-kontext-dev" in key or "flux.1-dev" in key:
         return "FLUX.1 [dev] Non-Commercial License"
     return "see model card"
-
-
-def _looks_like_path(model_id: str) -> bool:
-    return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id
 
 
 def _fetch_hint(model_id: str) -> str:
@@ -191,31 +192,13 @@ class KontextLiveGenerator:
         return self._pipe is not None
 
     def _resolve_model_dir(self) -> Path:
-        local = Path(self.model_id).expanduser()
-        if local.is_dir():
-            if not (local / "model_index.json").is_file():
-                raise ModelLoadError(
-                    f"Kontext model directory {str(local)!r} has no model_index.json: it is not a diffusers pipeline "
-                    f"directory. {_fetch_hint(self.model_id)}"
-                )
-            return local.resolve()
-        if _looks_like_path(self.model_id) or local.exists():
-            raise ModelLoadError(
-                f"Kontext model directory {self.model_id!r} does not exist. {_fetch_hint(self.model_id)}"
-            )
+        """A local diffusers directory of the model: the given one, or the hub snapshot (downloaded if allowed)."""
         from diffusers import FluxKontextPipeline
 
-        try:
-            folder = FluxKontextPipeline.download(
-                self.model_id, revision=self.revision, cache_dir=self.cache_dir, local_files_only=self.local_files_only
-            )
-        except Exception as error:
-            where = "in the local Hugging Face cache" if self.local_files_only else "on the Hugging Face hub"
-            raise ModelLoadError(
-                f"Kontext model {self.model_id!r} (revision {self.revision or 'main'}) could not be found {where}: "
-                f"{type(error).__name__}: {error}. {_fetch_hint(self.model_id)}"
-            ) from error
-        return Path(folder)
+        return diffusers_model_dir(
+            FluxKontextPipeline, "Kontext", self.model_id, self.revision, self.cache_dir, self.local_files_only,
+            _fetch_hint(self.model_id),
+        )
 
     def load(self) -> None:
         if self._pipe is not None:

@@ -279,6 +279,27 @@ def _generate_images(
     return [records[image_id] for image_id, _, _ in jobs], len(jobs) - len(pending)
 
 
+def _image_row(
+    image_id: str, batch_id: str, kind: str, live_index: int | None, request: Any, record: dict, generator: Any
+) -> dict[str, Any]:
+    """One row of a batch's documents/live table: where the image is and everything that made it."""
+    return {
+        "image_id": image_id,
+        "identity_id": request.identity.identity_id,
+        "batch_id": batch_id,
+        "kind": kind,
+        "live_index": live_index,
+        "path": record["path"],
+        "sha256": record["sha256"],
+        "width": record["width"],
+        "height": record["height"],
+        "generator": generator.name,
+        "generator_version": generator.version,
+        "seed": request.seed,
+        "params": json.dumps(record["params"], sort_keys=True),
+    }
+
+
 def _image_schema():
     import polars as pl
 
@@ -313,21 +334,7 @@ def generate_documents(layout: DatasetLayout, batch_id: str, generator: Document
         jobs.append((f"{identity.identity_id}-doc", request, payload))
     records, reused = _generate_images(layout, batch_id, "documents", generator, jobs)
     rows = [
-        {
-            "image_id": image_id,
-            "identity_id": request.identity.identity_id,
-            "batch_id": batch_id,
-            "kind": "document",
-            "live_index": None,
-            "path": record["path"],
-            "sha256": record["sha256"],
-            "width": record["width"],
-            "height": record["height"],
-            "generator": generator.name,
-            "generator_version": generator.version,
-            "seed": request.seed,
-            "params": json.dumps(record["params"], sort_keys=True),
-        }
+        _image_row(image_id, batch_id, "document", None, request, record, generator)
         for (image_id, request, _), record in zip(jobs, records, strict=True)
     ]
     write_parquet(pl.DataFrame(rows, schema=_image_schema()), layout.table(batch_id, "documents"))
@@ -652,23 +659,7 @@ def generate_live(
         records, reused = _generate_images(layout, batch_id, "live", generator, jobs)
         reused_total += reused
         for (image_id, request, _), record in zip(jobs, records, strict=True):
-            rows.append(
-                {
-                    "image_id": image_id,
-                    "identity_id": request.identity.identity_id,
-                    "batch_id": batch_id,
-                    "kind": "live",
-                    "live_index": request.live_index,
-                    "path": record["path"],
-                    "sha256": record["sha256"],
-                    "width": record["width"],
-                    "height": record["height"],
-                    "generator": generator.name,
-                    "generator_version": generator.version,
-                    "seed": request.seed,
-                    "params": json.dumps(record["params"], sort_keys=True),
-                }
-            )
+            rows.append(_image_row(image_id, batch_id, "live", request.live_index, request, record, generator))
             paths.append(layout.absolute(record["path"]))
         start += count
     rows.sort(key=lambda r: (r["identity_id"], r["live_index"]))
