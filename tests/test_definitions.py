@@ -39,7 +39,8 @@ def test_pools_and_partitions(synid_home) -> None:
 def test_code_location_imports_no_heavy_libraries(synid_home) -> None:
     code = (
         "import sys, synid_assets.definitions as d; "
-        "heavy = [m for m in ('dlib', 'torch', 'lancedb', 'duckdb', 'PIL', 'polars') if m in sys.modules]; "
+        "heavy = [m for m in ('dlib', 'torch', 'diffusers', 'lancedb', 'duckdb', 'pyarrow', 'PIL', 'polars') "
+        "if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.interfaces import DocumentRequest, GeneratedImage, ModelLoadError
+from synid_assets.core.models import license_of
 from synid_assets.core.seeds import rng_for
 from synid_assets.core.torch_runtime import (
     diffusers_model_dir,
@@ -41,16 +42,6 @@ _MODEL_FIELDS = (
     "transformer_storage_dtype",
     "max_sequence_length",
 )
-
-
-def model_license(model_id: str) -> str:
-    """The license of a FLUX base model, from its hub id (or a local directory named after it)."""
-    key = model_id.lower()
-    if "flux.1-schnell" in key:
-        return "Apache-2.0"
-    if "flux.1-dev" in key:
-        return "FLUX.1 [dev] Non-Commercial License"
-    return "see model card"
 
 
 def _fetch_hint(model_id: str) -> str:
@@ -174,7 +165,7 @@ class FluxDocumentGenerator:
             "model_id": self.model_id,
             "revision": self._resolved_revision,
             "requested_revision": self.revision,
-            "license": model_license(self.model_id),
+            "license": license_of(self.model_id),
             "lora": self.lora,
             "lora_weight_name": self.lora_weight_name,
             "lora_scale": self.lora_scale,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.interfaces import GeneratedImage, LiveRequest, ModelLoadError
+from synid_assets.core.models import license_of
 from synid_assets.core.seeds import rng_for
 from synid_assets.core.torch_runtime import (
     diffusers_model_dir,
@@ -54,13 +55,6 @@ DEFAULT_LISTS: dict[str, tuple[str, ...]] = {
     "camera": ("as a webcam capture", "as a phone photo", "with motion blur"),
 }
 _MODEL_FIELDS = ("model_id", "dtype")
-
-
-def model_license(model_id: str) -> str:
-    key = model_id.lower()
-    if "flux.1-kontext-dev" in key or "flux.1-dev" in key:
-        return "FLUX.1 [dev] Non-Commercial License"
-    return "see model card"
 
 
 def _fetch_hint(model_id: str) -> str:
@@ -271,7 +265,7 @@ class KontextLiveGenerator:
             "model_id": self.model_id,
             "revision": self._resolved_revision,
             "requested_revision": self.revision,
-            "license": model_license(self.model_id),
+            "license": license_of(self.model_id),
             "seed": int(seed),
             "steps": self.steps,
             "guidance": self.guidance,

@@ -52,8 +52,20 @@ class ModelRef:
         return path.is_absolute() or path.exists() or self.repo_id.startswith((".", "~"))
 
 
+# Model families recognised in any id or directory name (fine-tunes, local copies), checked in order.
+_FAMILY_LICENSES = (
+    ("flux.1-schnell", "Apache-2.0"),
+    ("flux.1-kontext-dev", "FLUX.1 [dev] Non-Commercial License"),
+    ("flux.1-dev", "FLUX.1 [dev] Non-Commercial License"),
+)
+
+
 def license_of(repo_id: str) -> str:
-    return KNOWN_LICENSES.get(repo_id, "see model card")
+    """The licence of a model by hub id, else by the model family its id or directory name contains."""
+    if repo_id in KNOWN_LICENSES:
+        return KNOWN_LICENSES[repo_id]
+    key = repo_id.lower()
+    return next((text for family, text in _FAMILY_LICENSES if family in key), "see model card")
 
 
 def profile_models(profile: dict[str, Any]) -> list[ModelRef]:

@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 DOCUMENT_TABLE = "document_embeddings"
 ACCEPTED_TABLE = "accepted_identities"
 LIVE_TABLE = "live_embeddings"
 
 
-def _schema(dim: int, id_columns: Sequence[str]) -> pa.Schema:
+def _schema(dim: int, id_columns: Sequence[str]) -> Any:
+    import pyarrow as pa
+
     fields = [pa.field(name, pa.string()) for name in id_columns]
     fields.append(pa.field("vector", pa.list_(pa.float32(), dim)))
     return pa.schema(fields)
@@ -56,6 +57,8 @@ class EmbeddingStore:
         if rows:
             columns = {c: [str(r[c]) for r in rows] for c in id_columns}
             vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), dim)
+            import pyarrow as pa
+
             columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim)
             table.add(pa.table(columns, schema=_schema(dim, id_columns)))
         return len(rows)
