@@ -21,7 +21,7 @@ from synid_assets.core.seeds import identity_seed, stream_seed  # noqa: E402
 from synid_assets.core.store import png_bytes  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_flux import build_tiny_flux, build_tiny_lora  # noqa: E402
+from tiny_flux import build_tiny_flux, build_tiny_lora, save_random_flux_lora  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PARAM_FIELDS = {
@@ -270,6 +270,53 @@ def test_lora_changes_the_output_and_is_recorded(model_dir: Path, tmp_path: Path
     assert_same_image(off[0].image, images[0].image)
     with pytest.raises(ModelLoadError, match="LoRA"):
         tiny(model_dir, lora=str(tmp_path / "no-lora"), lora_weight_name=weight).load()
+
+
+def test_a_pipeline_built_in_memory_gets_the_same_setup_as_a_loaded_one(model_dir: Path, first_images) -> None:
+    """use_pipeline (what the memory benchmark measures) is load()'s own setup: the same bytes from the same weights."""
+    from diffusers import FluxPipeline
+
+    requests, images = first_images
+    gen = tiny(model_dir)
+    gen.use_pipeline(FluxPipeline.from_pretrained(model_dir), resolved_revision="abc123")
+    again = gen.generate(requests)
+    assert [png_bytes(a.image) for a in again] == [png_bytes(b.image) for b in images]
+    assert again[0].params["revision"] == "abc123"
+
+
+def test_random_lora_written_from_an_in_memory_transformer_loads_and_changes_the_image(
+    model_dir: Path, tmp_path: Path, first_images
+) -> None:
+    from diffusers import FluxPipeline
+
+    requests, images = first_images
+    pipe = FluxPipeline.from_pretrained(model_dir)
+    before = {name: p.clone() for name, p in pipe.transformer.named_parameters()}
+    lora_dir = save_random_flux_lora(pipe.transformer, tmp_path / "lora", rank=4, std=0.5)
+    assert {name: p for name, p in pipe.transformer.named_parameters()}.keys() == before.keys()  # not wrapped
+    gen = tiny(model_dir, lora=str(lora_dir))
+    gen.use_pipeline(pipe)
+    assert any(name.endswith("lora_A.synid.weight") for name, _ in pipe.transformer.named_parameters())
+    changed = gen.generate(requests[:1])
+    assert png_bytes(changed[0].image) != png_bytes(images[0].image)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: model offload moves modules to a GPU")
+def test_cuda_24gb_settings_fp8_storage_model_offload_and_lora(model_dir: Path, tmp_path: Path) -> None:
+    """flux-24gb.yaml's memory settings together: LoRA + float8 layerwise storage + model CPU offload."""
+    import numpy as np
+
+    lora_dir = build_tiny_lora(model_dir, tmp_path / "lora")
+    requests = requests_with_same_guidance(2)
+    kwargs = {"dtype": "bfloat16", "lora": str(lora_dir), "lora_weight_name": "pytorch_lora_weights.safetensors"}
+    offloaded = tiny(model_dir, device="cuda", offload="model", transformer_storage_dtype="float8_e4m3fn", **kwargs)
+    out = offloaded.generate(requests)
+    assert [item.params["execution"]["offload"] for item in out] == ["model", "model"]
+    assert offloaded._pipe.transformer.device.type == "cpu"  # offloaded again after the call
+    on_gpu = tiny(model_dir, device="cuda", transformer_storage_dtype="float8_e4m3fn", **kwargs).generate(requests)
+    for a, b in zip(out, on_gpu, strict=True):  # offload moves weights, it does not change the arithmetic
+        diff = np.abs(np.asarray(a.image, dtype=np.int16) - np.asarray(b.image, dtype=np.int16))
+        assert diff.mean() < 2.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: bfloat16, compile and attention backends")

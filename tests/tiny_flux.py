@@ -67,76 +67,107 @@ def _t5_tokenizer(corpus: list[str]):
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
 
 
-def build_tiny_flux(directory: Path) -> Path:
-    """Build and save a tiny random-weight FluxPipeline (seeded with torch.manual_seed(0)) into directory."""
+# Component configs: tiny ones for tests, FLUX.1-dev's own sizes for GPU benchmarks (random weights either way).
+TINY_TRANSFORMER = {
+    "patch_size": 1,
+    "in_channels": 4,  # 4 * vae latent_channels: latents are packed in 2x2 patches
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": HIDDEN,
+    "pooled_projection_dim": HIDDEN,
+    "guidance_embeds": True,  # like FLUX.1-dev: guidance is an input of the transformer
+    "axes_dims_rope": [4, 4, 8],  # sums to attention_head_dim
+}
+TINY_CLIP = {"hidden_size": HIDDEN, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
+             "hidden_act": "gelu", "projection_dim": HIDDEN}  # fmt: skip
+TINY_T5 = {"d_model": HIDDEN, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4,
+           "relative_attention_num_buckets": 8}  # fmt: skip
+TINY_VAE = {
+    "sample_size": 32,
+    "block_out_channels": (4,),
+    "layers_per_block": 1,
+    "latent_channels": 1,
+    "norm_num_groups": 1,
+    "shift_factor": 0.0609,
+    "scaling_factor": 1.5035,
+}
+# black-forest-labs/FLUX.1-dev's component configs (transformer/, text_encoder/ = CLIP ViT-L/14's text tower,
+# text_encoder_2/ = T5 v1.1 XXL's encoder, vae/): 11.9B + 0.12B + 4.8B + 0.08B parameters.
+FLUX_DEV_TRANSFORMER = {**TINY_TRANSFORMER, "in_channels": 64, "num_layers": 19, "num_single_layers": 38,
+                        "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
+                        "pooled_projection_dim": 768, "axes_dims_rope": [16, 56, 56]}  # fmt: skip
+FLUX_DEV_CLIP = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+                 "num_hidden_layers": 12, "hidden_act": "quick_gelu", "projection_dim": 768}  # fmt: skip
+FLUX_DEV_T5 = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
+               "relative_attention_num_buckets": 32, "feed_forward_proj": "gated-gelu",
+               "tie_word_embeddings": False}  # fmt: skip
+FLUX_DEV_VAE = {
+    "sample_size": 1024,
+    "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "layers_per_block": 2,
+    "latent_channels": 16,
+    "norm_num_groups": 32,
+    "shift_factor": 0.1159,
+    "scaling_factor": 0.3611,
+}
+
+
+def flux_pipeline(
+    transformer_config: dict = TINY_TRANSFORMER,
+    clip_config: dict = TINY_CLIP,
+    t5_config: dict = TINY_T5,
+    vae_config: dict = TINY_VAE,
+    device: str = "cpu",
+    dtype=None,
+):
+    """A random-weight FluxPipeline of the given component sizes, built in memory (seeded: torch.manual_seed(0)).
+
+    Weights are initialised on `device` in `dtype` (float32 when None): full-size models build in seconds on a GPU
+    and then move where the caller needs them. The tokenizers are the small local ones; their ids fit any vocab.
+    """
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    directory = Path(directory)
     corpus = prompt_corpus()
     tokenizer = _clip_tokenizer(corpus)
     tokenizer_2 = _t5_tokenizer(corpus)
-
-    torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=4,  # 4 * vae latent_channels: latents are packed in 2x2 patches
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=HIDDEN,
-        pooled_projection_dim=HIDDEN,
-        guidance_embeds=True,  # like FLUX.1-dev: guidance is an input of the transformer
-        axes_dims_rope=[4, 4, 8],  # sums to attention_head_dim
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=HIDDEN,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=CLIP_MAX_LENGTH,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            hidden_act="gelu",
-            projection_dim=HIDDEN,
-        )
-    )
-    text_encoder_2 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer_2),
-            d_model=HIDDEN,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=tokenizer_2.pad_token_id,
-            eos_token_id=tokenizer_2.eos_token_id,
-            decoder_start_token_id=tokenizer_2.pad_token_id,
-        )
-    )
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=1,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        torch.manual_seed(0)
+        with torch.device(device):
+            transformer = FluxTransformer2DModel(**transformer_config)
+            text_encoder = CLIPTextModel(
+                CLIPTextConfig(
+                    **{"vocab_size": len(tokenizer), **clip_config},
+                    max_position_embeddings=CLIP_MAX_LENGTH,
+                    bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            )
+            text_encoder_2 = T5EncoderModel(
+                T5Config(
+                    **{"vocab_size": len(tokenizer_2), **t5_config},
+                    pad_token_id=tokenizer_2.pad_token_id,
+                    eos_token_id=tokenizer_2.eos_token_id,
+                    decoder_start_token_id=tokenizer_2.pad_token_id,
+                )
+            )
+            vae = AutoencoderKL(
+                in_channels=3, out_channels=3, use_quant_conv=False, use_post_quant_conv=False, **vae_config
+            )
+    finally:
+        torch.set_default_dtype(previous)
     scheduler = FlowMatchEulerDiscreteScheduler(
         base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, use_dynamic_shifting=True
     )
-    pipe = FluxPipeline(
+    return FluxPipeline(
         scheduler=scheduler,
         vae=vae,
         text_encoder=text_encoder,
@@ -145,8 +176,37 @@ def build_tiny_flux(directory: Path) -> Path:
         tokenizer_2=tokenizer_2,
         transformer=transformer,
     )
+
+
+def build_tiny_flux(directory: Path) -> Path:
+    """Build and save a tiny random-weight FluxPipeline (seeded with torch.manual_seed(0)) into directory."""
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(directory)
+    flux_pipeline().save_pretrained(directory)
+    return directory
+
+
+def save_random_flux_lora(transformer, directory: Path, rank: int = 64, std: float = 0.01) -> Path:
+    """A random LoRA on every attention projection of `transformer` (to_q/k/v, to_out.0), in diffusers' format.
+
+    Written as a state dict, without wrapping the model: the transformer itself stays untouched, so the same
+    in-memory model can then load the LoRA through `load_lora_weights` as a hub LoRA would be loaded.
+    """
+    import torch
+    from diffusers import FluxPipeline
+
+    generator = torch.Generator("cpu").manual_seed(1)
+    targets = (".to_q", ".to_k", ".to_v", ".to_out.0")
+    layers = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith(targets):
+            a = torch.randn(rank, module.in_features, generator=generator) * std
+            b = torch.randn(module.out_features, rank, generator=generator) * std
+            layers[f"{name}.lora_A.weight"] = a.to(module.weight.dtype)
+            layers[f"{name}.lora_B.weight"] = b.to(module.weight.dtype)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    FluxPipeline.save_lora_weights(directory, transformer_lora_layers=layers)
     return directory
 
 

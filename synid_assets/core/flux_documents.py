@@ -211,23 +211,31 @@ class FluxDocumentGenerator:
         """Load the pipeline once (no-op when loaded): weights, LoRA, offload, layerwise casting, attention, compile."""
         if self._pipe is not None:
             return
-        import diffusers
         import torch
         from diffusers import FluxPipeline
 
-        device = resolve_device(self.device)
-        torch_dtype = getattr(torch, self.dtype)
-
+        resolve_device(self.device)  # a missing accelerator fails before tens of GB of weights are read
         model_dir = self._resolve_model_dir()
-        resolved = snapshot_commit(model_dir)
         try:
-            pipe = FluxPipeline.from_pretrained(model_dir, dtype=torch_dtype)
+            pipe = FluxPipeline.from_pretrained(model_dir, dtype=getattr(torch, self.dtype))
         except Exception as error:
             raise ModelLoadError(
                 f"FLUX model {self.model_id!r} could not be loaded from {str(model_dir)!r}: "
                 f"{type(error).__name__}: {error}. {_fetch_hint(self.model_id)}"
             ) from error
+        self.use_pipeline(pipe, resolved_revision=snapshot_commit(model_dir))
 
+    def use_pipeline(self, pipe: Any, resolved_revision: str | None = None) -> None:
+        """Set up an already-built FluxPipeline with this generator's LoRA, memory, attention and compile settings.
+
+        `load()` ends here with the pipeline it read; benchmarks pass full-size pipelines built in memory, so what
+        they measure is exactly what a profile runs.
+        """
+        import diffusers
+        import torch
+
+        device = resolve_device(self.device)
+        torch_dtype = getattr(torch, self.dtype)
         if self.lora:
             kwargs = {"weight_name": self.lora_weight_name} if self.lora_weight_name else {}
             if self.cache_dir:
@@ -276,7 +284,7 @@ class FluxDocumentGenerator:
         pipe.set_progress_bar_config(disable=True)
         self._pipe = pipe
         self._device = device
-        self._resolved_revision = resolved
+        self._resolved_revision = resolved_revision
         self._versions = {"diffusers": diffusers.__version__, "torch": torch.__version__}
 
     def unload(self) -> None:
