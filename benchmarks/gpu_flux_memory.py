@@ -51,7 +51,7 @@ def _host_peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def measure_profile(profile_path: Path, args: argparse.Namespace, tmp: Path) -> dict:
+def measure_profile(profile_path: Path, args: argparse.Namespace, tmp: Path) -> list[dict]:
     import torch
     import yaml
     from tiny_flux import (
@@ -101,37 +101,47 @@ def measure_profile(profile_path: Path, args: argparse.Namespace, tmp: Path) -> 
     generator.use_pipeline(pipe)
     del pipe
     setup = time.perf_counter() - started
-    requests = _requests(generator.batch_size)
-    generator.generate(requests[:1] if not args.tiny else requests)  # warm-up: first offload moves, kernels
-    if build_device == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    images = generator.generate(requests)
-    if build_device == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
-    result = {
-        "profile": profile_path.name,
-        "params_b": {k: v / 1e9 for k, v in params.items()},
-        "options": {k: options.get(k) for k in ("dtype", "transformer_storage_dtype", "offload", "batch_size",
-                                                "compile", "attention_backend", "steps", "width", "height")},
-        "lora_rank": args.lora_rank if options.get("lora") else None,
-        "images": len(images),
-        "size": images[0].image.size,
-        "s_per_image": seconds / len(images),
-        "build_s": built,
-        "setup_s": setup,
-        "host_peak_gb": _host_peak_gb(),
-    }  # fmt: skip
-    if build_device == "cuda":
-        result["gpu_peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
-        result["gpu_peak_reserved_gb"] = torch.cuda.max_memory_reserved() / 2**30
+    results = []
+    batch_sizes = args.batch_sizes or [generator.batch_size]
+    if not args.batch_sizes:  # one warm-up image: first offload moves, kernel selection
+        generator.generate(_requests(1))
+    for batch_size in batch_sizes:
+        generator.batch_size = batch_size  # chunking only: the same loaded pipeline serves every size
+        requests = _requests(batch_size)
+        if build_device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        images = generator.generate(requests)
+        if build_device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        result = {
+            "profile": profile_path.name,
+            "params_b": {k: round(v / 1e9, 3) for k, v in params.items()},
+            "options": {k: options.get(k) for k in ("dtype", "transformer_storage_dtype", "offload", "compile",
+                                                    "attention_backend", "steps", "width", "height")},
+            "batch_size": batch_size,
+            "lora_rank": args.lora_rank if options.get("lora") else None,
+            "images": len(images),
+            "size": images[0].image.size,
+            "s_per_image": seconds / len(images),
+            "build_s": built,
+            "setup_s": setup,
+            "host_peak_gb": _host_peak_gb(),
+        }  # fmt: skip
+        if build_device == "cuda":
+            result["gpu_peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            result["gpu_peak_reserved_gb"] = torch.cuda.max_memory_reserved() / 2**30
+        print(f"{result['profile']}: {result}", flush=True)
+        results.append(result)
+        del images
     generator.unload()
-    del generator, images
+    del generator
     gc.collect()
     if build_device == "cuda":
         torch.cuda.empty_cache()
-    return result
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", default=DEFAULT_PROFILES, help="comma-separated profile YAML files")
     parser.add_argument("--steps", type=int, default=None, help="override the profiles' steps (memory is the same)")
     parser.add_argument("--lora-rank", type=int, default=64)
+    parser.add_argument(
+        "--batch-sizes", default=None, help="comma-separated batch sizes run on one loaded pipeline (default: the "
+        "profile's batch_size, after a one-image warm-up); peak memory is reset before each"
+    )  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="tiny components on CPU: tests the script")
     args = parser.parse_args(argv)
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else None
     import torch
 
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # random-weight VAEs can overflow the uint8 cast
@@ -154,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.profiles.split(","):
             path = Path(name) if Path(name).is_absolute() else REPO / name
             try:
-                result = measure_profile(path, args, Path(tmp))
+                results += measure_profile(path, args, Path(tmp))
             except Exception as error:  # report and go on to the next profile: one failure is itself a finding
                 failed = True
                 print(f"{path.name}: FAILED: {type(error).__name__}: {error}", flush=True)
@@ -162,8 +177,6 @@ def main(argv: list[str] | None = None) -> int:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
-            results.append(result)
-            print(f"{result['profile']}: {result}", flush=True)
     print()
     print(f"FLUX document profiles on {card}, random FLUX.1-dev-sized weights")
     header = (f"{'profile':<16} {'storage':<14} {'offload':<8} {'batch':>5} {'size':>9} {'steps':>5} {'s/image':>8} "
@@ -176,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         alloc = f"{r['gpu_peak_allocated_gb']:.1f}" if "gpu_peak_allocated_gb" in r else "n/a"
         resv = f"{r['gpu_peak_reserved_gb']:.1f}" if "gpu_peak_reserved_gb" in r else "n/a"
         print(f"{r['profile']:<16} {str(o['transformer_storage_dtype'] or o['dtype']):<14} {o['offload']:<8} "
-              f"{o['batch_size']:>5} {size:>9} {o['steps']:>5} {r['s_per_image']:>8.2f} {alloc:>13} {resv:>12} "
+              f"{r['batch_size']:>5} {size:>9} {o['steps']:>5} {r['s_per_image']:>8.2f} {alloc:>13} {resv:>12} "
               f"{r['host_peak_gb']:>13.1f}")  # fmt: skip
     return 1 if failed else 0
 
