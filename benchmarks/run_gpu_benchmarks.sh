@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All GPU measurements of the real-generator issues, in one run on a bare GPU machine with PyTorch (< 10 min).
+# All GPU measurements of the real-generator issues, in one run on a bare GPU machine with PyTorch (about 7 min).
 # That machine has no network: wheels it lacks (diffusers and importlib_metadata) are carried in .whl/, made here with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl diffusers==0.42.1 importlib_metadata
 # Output: the benchmarks' tables on stdout and, when $OUT is set, in $OUT/gpu_*.txt.
@@ -38,3 +38,5 @@ EOF
 timeout 240 $PY benchmarks/gpu_live.py 2>&1 | tee "$out/gpu_live.txt"
 # FLUX.1-dev-sized transformer, default vs compiled, batches 1/2/4: < 8 min on one H100; here capped to fit one call.
 timeout 330 $PY benchmarks/gpu_flux.py --budget-s 250 2>&1 | tee "$out/gpu_flux.txt"
+# The FLUX document profiles as configured (LoRA, fp8 storage, offload): peak GPU memory and s/image, ~3 min.
+timeout 240 $PY benchmarks/gpu_flux_memory.py 2>&1 | grep -v "No LoRA keys" | tee "$out/gpu_flux_memory.txt"
