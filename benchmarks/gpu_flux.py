@@ -23,31 +23,14 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-FLUX_DEV = {
-    "patch_size": 1,
-    "in_channels": 64,
-    "num_layers": 19,
-    "num_single_layers": 38,
-    "attention_head_dim": 128,
-    "num_attention_heads": 24,
-    "joint_attention_dim": 4096,
-    "pooled_projection_dim": 768,
-    "guidance_embeds": True,
-    "axes_dims_rope": [16, 56, 56],
-}
-TINY = {
-    "patch_size": 1,
-    "in_channels": 16,
-    "num_layers": 1,
-    "num_single_layers": 2,
-    "attention_head_dim": 16,
-    "num_attention_heads": 2,
-    "joint_attention_dim": 32,
-    "pooled_projection_dim": 32,
-    "guidance_embeds": True,
-    "axes_dims_rope": [4, 4, 8],
-}
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "tests") not in sys.path:  # the FLUX configs and builders shared with the tests
+    sys.path.insert(0, str(REPO / "tests"))
+
+from tiny_flux import FLUX_DEV_TRANSFORMER, TINY_TRANSFORMER, building_on  # noqa: E402
+
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets.
 PEAKS = (("H200", 989.0), ("H100 PCIE", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("A100", 312.0))
 ATTENTION_BACKENDS = "flash,_native_cudnn,_native_flash,native"
@@ -120,14 +103,9 @@ def build_transformer(config: dict, device: str, dtype):
     import torch
     from diffusers import FluxTransformer2DModel
 
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        torch.manual_seed(0)
-        with torch.device(device):
-            transformer = FluxTransformer2DModel(**config)
-    finally:
-        torch.set_default_dtype(previous)
+    torch.manual_seed(0)
+    with building_on(device, dtype):
+        transformer = FluxTransformer2DModel(**config)
     return transformer.eval().requires_grad_(False)
 
 
@@ -233,14 +211,14 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     deadline = started + args.budget_s
     if args.tiny:
-        config, device, dtype = TINY, "cpu", torch.float32
+        config, device, dtype = TINY_TRANSFORMER, "cpu", torch.float32
         height = width = args.size or 128
         text_tokens = args.text_tokens or 16
     else:
         if not torch.cuda.is_available():
             print("no CUDA device: run with --tiny to test this script on CPU", file=sys.stderr)
             return 2
-        config, device, dtype = FLUX_DEV, "cuda", torch.bfloat16
+        config, device, dtype = FLUX_DEV_TRANSFORMER, "cuda", torch.bfloat16
         height = width = args.size or 1024
         text_tokens = args.text_tokens or 512
         torch.backends.cuda.matmul.allow_tf32 = True

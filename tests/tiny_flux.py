@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +118,21 @@ FLUX_DEV_VAE = {
 }
 
 
+@contextmanager
+def building_on(device: str, dtype=None) -> Iterator[None]:
+    """Modules created inside get their parameters on `device` in `dtype` (float32 when None), initialised there:
+    no float32 copy and no host round trip for full-size models."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def flux_pipeline(
     transformer_config: dict = TINY_TRANSFORMER,
     clip_config: dict = TINY_CLIP,
@@ -136,34 +153,29 @@ def flux_pipeline(
     corpus = prompt_corpus()
     tokenizer = _clip_tokenizer(corpus)
     tokenizer_2 = _t5_tokenizer(corpus)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype or torch.float32)
-    try:
-        torch.manual_seed(0)
-        with torch.device(device):
-            transformer = FluxTransformer2DModel(**transformer_config)
-            text_encoder = CLIPTextModel(
-                CLIPTextConfig(
-                    **{"vocab_size": len(tokenizer), **clip_config},
-                    max_position_embeddings=CLIP_MAX_LENGTH,
-                    bos_token_id=tokenizer.bos_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
+    torch.manual_seed(0)
+    with building_on(device, dtype):
+        transformer = FluxTransformer2DModel(**transformer_config)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                **{"vocab_size": len(tokenizer), **clip_config},
+                max_position_embeddings=CLIP_MAX_LENGTH,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
             )
-            text_encoder_2 = T5EncoderModel(
-                T5Config(
-                    **{"vocab_size": len(tokenizer_2), **t5_config},
-                    pad_token_id=tokenizer_2.pad_token_id,
-                    eos_token_id=tokenizer_2.eos_token_id,
-                    decoder_start_token_id=tokenizer_2.pad_token_id,
-                )
+        )
+        text_encoder_2 = T5EncoderModel(
+            T5Config(
+                **{"vocab_size": len(tokenizer_2), **t5_config},
+                pad_token_id=tokenizer_2.pad_token_id,
+                eos_token_id=tokenizer_2.eos_token_id,
+                decoder_start_token_id=tokenizer_2.pad_token_id,
             )
-            vae = AutoencoderKL(
-                in_channels=3, out_channels=3, use_quant_conv=False, use_post_quant_conv=False, **vae_config
-            )
-    finally:
-        torch.set_default_dtype(previous)
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, use_quant_conv=False, use_post_quant_conv=False, **vae_config
+        )
     scheduler = FlowMatchEulerDiscreteScheduler(
         base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, use_dynamic_shifting=True
     )

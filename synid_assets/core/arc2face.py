@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.interfaces import GeneratedImage, LiveRequest, ModelLoadError
-from synid_assets.core.torch_runtime import looks_like_path, noise_device, resolve_device, snapshot_commit
+from synid_assets.core.torch_runtime import load_lora, looks_like_path, noise_device, resolve_device, snapshot_commit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -325,18 +325,10 @@ class Arc2FaceLiveGenerator:
             requires_safety_checker=False,
         )
         if self.lcm_lora:
-            kwargs: dict[str, Any] = {}
-            if self.cache_dir:
-                kwargs["cache_dir"] = self.cache_dir
-            if self.local_files_only:
-                kwargs["local_files_only"] = True
-            try:
-                pipe.load_lora_weights(self.lcm_lora, adapter_name="lcm", **kwargs)
-            except Exception as error:
-                raise ModelLoadError(
-                    f"LCM-LoRA {self.lcm_lora!r} could not be loaded into the Arc2Face UNet: "
-                    f"{type(error).__name__}: {error}. {_fetch_hint(self.lcm_lora)}"
-                ) from error
+            load_lora(
+                pipe, self.lcm_lora, "lcm", f"LCM-LoRA {self.lcm_lora!r} could not be loaded into the Arc2Face UNet",
+                _fetch_hint(self.lcm_lora), cache_dir=self.cache_dir, local_files_only=self.local_files_only,
+            )  # fmt: skip
             pipe.fuse_lora(lora_scale=1.0)  # merged into the weights: no per-step LoRA cost
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)

@@ -19,8 +19,12 @@ from synid_assets.core.interfaces import DocumentRequest, GeneratedImage, ModelL
 from synid_assets.core.models import license_of
 from synid_assets.core.seeds import rng_for
 from synid_assets.core.torch_runtime import (
+    check_offload,
     diffusers_model_dir,
+    load_lora,
+    load_pipeline,
     noise_device,
+    place_pipeline,
     resolve_device,
     snapshot_commit,
 )
@@ -30,7 +34,6 @@ if TYPE_CHECKING:
 
 DTYPES = ("bfloat16", "float16", "float32")
 STORAGE_DTYPES = ("float8_e4m3fn", "float8_e5m2", "bfloat16", "float16")
-OFFLOAD_MODES = ("none", "model", "sequential")
 
 # Settings that must match between a generator and the params of an image it is asked to regenerate.
 _MODEL_FIELDS = (
@@ -85,10 +88,7 @@ class FluxDocumentGenerator:
             raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
         if transformer_storage_dtype is not None and transformer_storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"transformer_storage_dtype must be one of {STORAGE_DTYPES} or None")
-        if offload not in OFFLOAD_MODES:
-            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, not {offload!r}")
-        if offload != "none" and device.split(":")[0] == "cpu":
-            raise ValueError("offload moves modules between the CPU and an accelerator; it needs device cuda or auto")
+        check_offload(offload, device)
         if width % 16 or height % 16 or width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive multiples of 16, not {width}x{height}")
         if steps < 1 or batch_size < 1:
@@ -216,13 +216,9 @@ class FluxDocumentGenerator:
 
         resolve_device(self.device)  # a missing accelerator fails before tens of GB of weights are read
         model_dir = self._resolve_model_dir()
-        try:
-            pipe = FluxPipeline.from_pretrained(model_dir, dtype=getattr(torch, self.dtype))
-        except Exception as error:
-            raise ModelLoadError(
-                f"FLUX model {self.model_id!r} could not be loaded from {str(model_dir)!r}: "
-                f"{type(error).__name__}: {error}. {_fetch_hint(self.model_id)}"
-            ) from error
+        pipe = load_pipeline(
+            FluxPipeline, "FLUX", self.model_id, model_dir, getattr(torch, self.dtype), _fetch_hint(self.model_id)
+        )
         self.use_pipeline(pipe, resolved_revision=snapshot_commit(model_dir))
 
     def use_pipeline(self, pipe: Any, resolved_revision: str | None = None) -> None:
@@ -237,18 +233,14 @@ class FluxDocumentGenerator:
         device = resolve_device(self.device)
         torch_dtype = getattr(torch, self.dtype)
         if self.lora:
-            kwargs = {"weight_name": self.lora_weight_name} if self.lora_weight_name else {}
-            if self.cache_dir:
-                kwargs["cache_dir"] = self.cache_dir
-            if self.local_files_only:
-                kwargs["local_files_only"] = True
-            try:
-                pipe.load_lora_weights(self.lora, adapter_name="synid", **kwargs)
-            except Exception as error:
-                raise ModelLoadError(
-                    f"LoRA {self.lora!r} (weight file {self.lora_weight_name or 'default'}) could not be loaded into "
-                    f"{self.model_id!r}: {type(error).__name__}: {error}. {_fetch_hint(self.lora)}"
-                ) from error
+            failure = (
+                f"LoRA {self.lora!r} (weight file {self.lora_weight_name or 'default'}) could not be loaded into "
+                f"{self.model_id!r}"
+            )
+            load_lora(
+                pipe, self.lora, "synid", failure, _fetch_hint(self.lora), self.lora_weight_name, self.cache_dir,
+                self.local_files_only,
+            )  # fmt: skip
             pipe.set_adapters(["synid"], adapter_weights=[self.lora_scale])
 
         if self.transformer_storage_dtype:
@@ -257,12 +249,7 @@ class FluxDocumentGenerator:
                 storage_dtype=getattr(torch, self.transformer_storage_dtype), compute_dtype=torch_dtype
             )
 
-        if self.offload == "model":
-            pipe.enable_model_cpu_offload(device=device)
-        elif self.offload == "sequential":
-            pipe.enable_sequential_cpu_offload(device=device)
-        else:
-            pipe.to(device)
+        place_pipeline(pipe, self.offload, device)
 
         if self.attention_backend:
             if not hasattr(pipe.transformer, "set_attention_backend"):

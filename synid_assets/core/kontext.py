@@ -22,12 +22,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synid_assets.core.interfaces import GeneratedImage, LiveRequest, ModelLoadError
+from synid_assets.core.interfaces import GeneratedImage, LiveRequest
 from synid_assets.core.models import license_of
 from synid_assets.core.seeds import rng_for
 from synid_assets.core.torch_runtime import (
+    check_offload,
     diffusers_model_dir,
+    load_pipeline,
     noise_device,
+    place_pipeline,
     resolve_device,
     snapshot_commit,
 )
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
 DTYPES = ("bfloat16", "float16", "float32")
-OFFLOAD_MODES = ("none", "model", "sequential")
 CATEGORIES = ("expression", "pose", "scene", "lighting", "camera")
 IDENTITY_CLAUSE = "Keep the same person, same identity, same facial features."
 # Each option completes "Show this person ...".
@@ -112,10 +114,7 @@ class KontextLiveGenerator:
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
-        if offload not in OFFLOAD_MODES:
-            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, not {offload!r}")
-        if offload != "none" and device.split(":")[0] == "cpu":
-            raise ValueError("offload moves modules between the CPU and an accelerator; it needs device cuda or auto")
+        check_offload(offload, device)
         if (width is None) != (height is None):
             raise ValueError("give both width and height, or neither (the document's aspect ratio picks the size)")
         if width is not None and (width % 16 or height % 16 or width <= 0 or height <= 0):
@@ -203,19 +202,11 @@ class KontextLiveGenerator:
 
         device = resolve_device(self.device)
         model_dir = self._resolve_model_dir()
-        try:
-            pipe = FluxKontextPipeline.from_pretrained(model_dir, dtype=getattr(torch, self.dtype))
-        except Exception as error:
-            raise ModelLoadError(
-                f"Kontext model {self.model_id!r} could not be loaded from {str(model_dir)!r}: "
-                f"{type(error).__name__}: {error}. {_fetch_hint(self.model_id)}"
-            ) from error
-        if self.offload == "model":
-            pipe.enable_model_cpu_offload(device=device)
-        elif self.offload == "sequential":
-            pipe.enable_sequential_cpu_offload(device=device)
-        else:
-            pipe.to(device)
+        pipe = load_pipeline(
+            FluxKontextPipeline, "Kontext", self.model_id, model_dir, getattr(torch, self.dtype),
+            _fetch_hint(self.model_id),
+        )  # fmt: skip
+        place_pipeline(pipe, self.offload, device)
         pipe.set_progress_bar_config(disable=True)
         self._pipe = pipe
         self._device = device

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -64,3 +65,55 @@ def diffusers_model_dir(
             f"{type(error).__name__}: {error}. {hint}"
         ) from error
     return Path(folder)
+
+
+OFFLOAD_MODES = ("none", "model", "sequential")
+
+
+def check_offload(offload: str, device: str) -> None:
+    """Reject an unknown offload mode, or offload on a CPU device (it moves modules to an accelerator)."""
+    if offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload must be one of {OFFLOAD_MODES}, not {offload!r}")
+    if offload != "none" and device.split(":")[0] == "cpu":
+        raise ValueError("offload moves modules between the CPU and an accelerator; it needs device cuda or auto")
+
+
+def load_pipeline(pipeline_class: type, label: str, model_id: str, model_dir: Path, dtype: Any, hint: str) -> Any:
+    """`pipeline_class.from_pretrained(model_dir)`; any failure is a ModelLoadError naming the model and the dir."""
+    from synid_assets.core.interfaces import ModelLoadError
+
+    try:
+        return pipeline_class.from_pretrained(model_dir, dtype=dtype)
+    except Exception as error:
+        raise ModelLoadError(
+            f"{label} model {model_id!r} could not be loaded from {str(model_dir)!r}: "
+            f"{type(error).__name__}: {error}. {hint}"
+        ) from error
+
+
+def load_lora(
+    pipe: Any, source: str, adapter_name: str, failure: str, hint: str, weight_name: str | None = None,
+    cache_dir: str | None = None, local_files_only: bool = False,
+) -> None:  # fmt: skip
+    """`pipe.load_lora_weights` from a hub id or local dir; a failure is a ModelLoadError that starts with `failure`."""
+    from synid_assets.core.interfaces import ModelLoadError
+
+    kwargs: dict[str, Any] = {"weight_name": weight_name} if weight_name else {}
+    if cache_dir:
+        kwargs["cache_dir"] = cache_dir
+    if local_files_only:
+        kwargs["local_files_only"] = True
+    try:
+        pipe.load_lora_weights(source, adapter_name=adapter_name, **kwargs)
+    except Exception as error:
+        raise ModelLoadError(f"{failure}: {type(error).__name__}: {error}. {hint}") from error
+
+
+def place_pipeline(pipe: Any, offload: str, device: str) -> None:
+    """Put a diffusers pipeline on `device`, whole or (offload) one model or one layer at a time."""
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
