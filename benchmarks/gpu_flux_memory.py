@@ -53,7 +53,6 @@ def _host_peak_gb() -> float:
 
 def measure_profile(profile_path: Path, args: argparse.Namespace, tmp: Path) -> list[dict]:
     import torch
-    import yaml
     from tiny_flux import (
         FLUX_DEV_CLIP,
         FLUX_DEV_T5,
@@ -68,8 +67,9 @@ def measure_profile(profile_path: Path, args: argparse.Namespace, tmp: Path) -> 
     )
 
     from synid_assets.core.backends import create_backend
+    from synid_assets.core.profiles import load_profile
 
-    options = dict(yaml.safe_load(profile_path.read_text(encoding="utf-8"))["document_generator"])
+    options = dict(load_profile(str(profile_path))["document_generator"])  # validated as `synid` reads it
     backend = options.pop("backend")
     if backend != "flux":
         raise SystemExit(f"{profile_path}: document_generator backend is {backend!r}, not flux")
