@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synid_assets.core import filter_scale as fs  # noqa: E402
+from synid_assets.core.filtering import scale as fs  # noqa: E402
 
 
 def synthetic(

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "tests") not in sys.path:  # the FLUX configs and builders shared with the tests
-    sys.path.insert(0, str(REPO / "tests"))
+if str(REPO) not in sys.path:  # run as a script: make the repository importable
+    sys.path.insert(0, str(REPO))
 
-from tiny_flux import FLUX_DEV_TRANSFORMER, TINY_TRANSFORMER, building_on  # noqa: E402
+from synid_assets.random_models.flux import FLUX_DEV_TRANSFORMER, TINY_TRANSFORMER, building_on  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets.
 PEAKS = (("H200", 989.0), ("H100 PCIE", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("A100", 312.0))

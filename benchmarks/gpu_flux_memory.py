@@ -26,9 +26,8 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-for extra in (REPO, REPO / "tests"):  # run as a script: the package and the model builders shared with the tests
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+if str(REPO) not in sys.path:  # run as a script: make the repository importable
+    sys.path.insert(0, str(REPO))
 
 DEFAULT_PROFILES = "resources/flux-24gb.yaml,resources/flux-80gb.yaml"
 PROMPT = (
@@ -38,7 +37,7 @@ PROMPT = (
 
 
 def _requests(count: int):
-    from synid_assets.core.interfaces import DocumentRequest, IdentityRecord
+    from synid_assets.core.generation.types import DocumentRequest, IdentityRecord
 
     out = []
     for index in range(count):
@@ -53,7 +52,10 @@ def _host_peak_gb() -> float:
 
 def measure_profile(profile_path: Path, args: argparse.Namespace, tmp: Path) -> list[dict]:
     import torch
-    from tiny_flux import (
+
+    from synid_assets.core.config.profiles import load_profile
+    from synid_assets.core.config.registry import create_backend
+    from synid_assets.random_models.flux import (
         FLUX_DEV_CLIP,
         FLUX_DEV_T5,
         FLUX_DEV_TRANSFORMER,
@@ -65,9 +67,6 @@ def measure_profile(profile_path: Path, args: argparse.Namespace, tmp: Path) -> 
         flux_pipeline,
         save_random_flux_lora,
     )
-
-    from synid_assets.core.backends import create_backend
-    from synid_assets.core.profiles import load_profile
 
     options = dict(load_profile(str(profile_path))["document_generator"])  # validated as `synid` reads it
     backend = options.pop("backend")

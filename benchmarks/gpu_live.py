@@ -27,14 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the repository importable
     sys.path.insert(0, str(REPO))
-if str(REPO / "tests") not in sys.path:  # the model builders shared with the tests
-    sys.path.insert(0, str(REPO / "tests"))
 
 
 def _requests(count: int, offset: int):
     import numpy as np
 
-    from synid_assets.core.interfaces import IdentityRecord, LiveRequest
+    from synid_assets.core.generation.types import IdentityRecord, LiveRequest
 
     out = []
     for index in range(offset, offset + count):
@@ -68,7 +66,9 @@ def time_generator(generator, batch: int, repeats: int, device: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from tiny_arc2face import (
+
+    from synid_assets.core.generation.arc2face import Arc2FaceLiveGenerator
+    from synid_assets.random_models.arc2face import (
         SD15_TEXT,
         SD15_UNET,
         SD15_VAE,
@@ -78,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
         build_arc2face,
         save_random_lora,
     )
-
-    from synid_assets.core.arc2face import Arc2FaceLiveGenerator
 
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # random-weight VAEs can overflow the uint8 cast
     if args.tiny:

@@ -1,6 +1,6 @@
 """Images per second of an FRS embedder (IR-101, as AdaFace and CurricularFace use) on 112x112 aligned crops.
 
-Builds the full-size IResNet-101 from `synid_assets.core.frs` with random weights (the architecture, not the
+Builds the full-size IResNet-101 from `synid_assets.core.analysis.frs` with random weights (the architecture, not the
 weights, sets the speed: ~65M parameters, ~12.5 GFLOPs per crop), warms it up, then runs batches for `seconds`,
 synchronizing the device around the timed loop, and reports images/second. `benchmarks/gpu_live.py` imports
 `frs_throughput`.
@@ -23,7 +23,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synid_assets.core.frs import IResNetBackbone  # noqa: E402
+from synid_assets.core.analysis.frs import IResNetBackbone  # noqa: E402
 
 TINY_UNITS = (1, 1, 1, 1)
 TINY_CHANNELS = (16, 32, 48, 64)

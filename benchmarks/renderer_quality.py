@@ -20,15 +20,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synid_assets.core import render  # noqa: E402
-from synid_assets.core.calibration import (  # noqa: E402
+from synid_assets.core.dataset.seeds import identity_seed, rng_for, stream_seed  # noqa: E402
+from synid_assets.core.generation import render  # noqa: E402
+from synid_assets.core.quality.calibration import (  # noqa: E402
     attribute_sampler,
     eer,
     impostor_thresholds,
     pairwise_cosine,
     profile_analyzer,
 )
-from synid_assets.core.seeds import identity_seed, rng_for, stream_seed  # noqa: E402
 
 _ANALYZER = None
 _SAMPLER = None

@@ -11,8 +11,8 @@ import os
 
 import dagster as dg
 
-from synid_assets.core.profiles import default_attributes_dir, load_profile
-from synid_assets.core.store import default_home
+from synid_assets.core.config.profiles import default_attributes_dir, load_profile
+from synid_assets.core.dataset.layout import default_home
 from synid_assets.defs.assets import ALL_ASSETS, ALL_CHECKS
 from synid_assets.defs.automation import (
     attribute_spec_job,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from synid_assets.core.alignment import (
+from synid_assets.core.analysis.alignment import (
     ARCFACE_TEMPLATE_112,
     align_face,
     align_face_eyes,

@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
-
-from synid_assets.core.arc2face import (  # noqa: E402
+from synid_assets.core.dataset.layout import png_bytes
+from synid_assets.core.dataset.seeds import identity_seed, stream_seed
+from synid_assets.core.errors import ModelLoadError
+from synid_assets.core.generation.arc2face import (
     ARCFACE_DIM,
     ID_PROMPT,
     Arc2FaceLiveGenerator,
     normalize_embedding,
     replace_id_token,
 )
-from synid_assets.core.interfaces import IdentityRecord, LiveGenerator, LiveRequest, ModelLoadError  # noqa: E402
-from synid_assets.core.seeds import identity_seed, stream_seed  # noqa: E402
-from synid_assets.core.store import png_bytes  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_arc2face import TEXT_WIDTH, build_tiny_arc2face, build_tiny_lcm_lora  # noqa: E402
+from synid_assets.core.generation.types import IdentityRecord, LiveGenerator, LiveRequest
+from synid_assets.random_models.arc2face import TEXT_WIDTH, build_tiny_arc2face, build_tiny_lcm_lora
 
 PARAM_FIELDS = {
     "generator", "version", "model_id", "base_model_id", "revision", "base_revision", "seed", "steps", "guidance",

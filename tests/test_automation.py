@@ -6,9 +6,9 @@ import datetime as dt
 
 import dagster as dg
 
-from synid_assets.core import pipeline
-from synid_assets.core.spec import load_attribute_spec
-from synid_assets.core.store import DatasetLayout
+from synid_assets.core.batch import steps as pipeline
+from synid_assets.core.dataset.layout import DatasetLayout
+from synid_assets.core.spec.attributes import load_attribute_spec
 from synid_assets.defs.automation import attribute_spec_sensor, batch_job, daily_batch_schedule
 from synid_assets.defs.partitions import identity_batches, next_batch_keys
 from synid_assets.defs.resources import DatasetResource

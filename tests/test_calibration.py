@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synid_assets.core.calibration import attribute_sampler, eer, impostor_thresholds
+from synid_assets.core.quality.calibration import attribute_sampler, eer, impostor_thresholds
 
 
 def test_impostor_thresholds_known_answers():

@@ -50,7 +50,7 @@ def test_code_location_imports_no_heavy_libraries(synid_home) -> None:
 def test_profile_errors_name_the_file(tmp_path, synid_home) -> None:
     import pytest
 
-    from synid_assets.core.profiles import ProfileError, load_profile
+    from synid_assets.core.config.profiles import ProfileError, load_profile
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("face_analyzer:\n  thresholds:\n    - fmr: 0.001\n", encoding="utf-8")

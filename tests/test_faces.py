@@ -5,16 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synid_assets.core import render
-from synid_assets.core.faces import (
-    DlibFaceAnalyzer,
-    FaceModelError,
-    ImageReadError,
-    cosine_similarity,
-    load_rgb,
-    model_paths,
-)
-from synid_assets.core.seeds import identity_seed, stream_seed
+from synid_assets.core.analysis.dlib_analyzer import DlibFaceAnalyzer, FaceModelError, model_paths
+from synid_assets.core.analysis.images import ImageReadError, load_rgb
+from synid_assets.core.dataset.seeds import identity_seed, stream_seed
+from synid_assets.core.filtering.similarity import cosine_similarity
+from synid_assets.core.generation import render
 
 ATTRS = {"genders": "Male", "origins": "West European", "hair_colors": "Brown", "hair_styles": "Straight"}
 
@@ -93,9 +88,9 @@ def test_missing_model_dir_names_the_file(tmp_path):
 
 def test_retry_upsample_finds_faces_a_single_pass_misses() -> None:
     """A renderer-v2 document (benchmark seed 0, identity 57) that HOG misses at upsample 1 but finds at 2."""
-    from synid_assets.core import render
-    from synid_assets.core.calibration import attribute_sampler
-    from synid_assets.core.seeds import identity_seed, rng_for
+    from synid_assets.core.dataset.seeds import identity_seed, rng_for
+    from synid_assets.core.generation import render
+    from synid_assets.core.quality.calibration import attribute_sampler
 
     seed = identity_seed(0, "bench", 57)
     image = np.asarray(render.render_document(dict(attribute_sampler()(rng_for(seed, "attributes"))), seed))

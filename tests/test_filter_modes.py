@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from synid_assets.cli import main
-from synid_assets.core.filter_scale import dense_fmr_keep, dense_strict_keep
-from synid_assets.core.filtering import incremental_fmr_filter, normalize_rows
+from synid_assets.core.filtering.incremental import incremental_fmr_filter, normalize_rows
+from synid_assets.core.filtering.scale import dense_fmr_keep, dense_strict_keep
 
 
 def planted(n: int, seed: int, dim: int = 12) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_leak_gallery_from_npy_and_lancedb(tmp_path) -> None:
     import lancedb
     import pyarrow as pa
 
-    from synid_assets.core.leakage import Gallery, GalleryError
+    from synid_assets.core.filtering.leakage import Gallery, GalleryError
 
     rng = np.random.default_rng(0)
     real = normalize_rows(rng.normal(size=(50, 16)))

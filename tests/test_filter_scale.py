@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from synid_assets.core import filter_scale as fs
+from synid_assets.core.filtering import scale as fs
 
 
 def _planted(n: int, dim: int, seed: int, ties: bool = False) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from synid_assets.core.filtering import normalize_rows, strict_filter
-from synid_assets.core.vectorstore import ACCEPTED_TABLE, EmbeddingStore
+from synid_assets.core.dataset.vectorstore import ACCEPTED_TABLE, EmbeddingStore
+from synid_assets.core.filtering.incremental import normalize_rows, strict_filter
 
 
 def clustered_vectors(n_clusters: int, per_cluster: int, dim: int = 16, seed: int = 0) -> np.ndarray:

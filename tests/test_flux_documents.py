@@ -9,19 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
-
-from synid_assets.core.flux_documents import FluxDocumentGenerator, ModelLoadError  # noqa: E402
-from synid_assets.core.interfaces import DocumentGenerator, DocumentRequest, IdentityRecord  # noqa: E402
-from synid_assets.core.prompts import template_prompt  # noqa: E402
-from synid_assets.core.seeds import identity_seed, stream_seed  # noqa: E402
-from synid_assets.core.store import png_bytes  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_flux import build_tiny_flux, build_tiny_lora, save_random_flux_lora  # noqa: E402
+from synid_assets.core.dataset.layout import png_bytes
+from synid_assets.core.dataset.seeds import identity_seed, stream_seed
+from synid_assets.core.generation.flux_documents import FluxDocumentGenerator, ModelLoadError
+from synid_assets.core.generation.template_prompts import template_prompt
+from synid_assets.core.generation.types import DocumentGenerator, DocumentRequest, IdentityRecord
+from synid_assets.random_models.flux import build_tiny_flux, build_tiny_lora, save_random_flux_lora
 
 REPO = Path(__file__).resolve().parents[1]
 PARAM_FIELDS = {
@@ -107,7 +102,7 @@ def test_is_a_document_generator_and_construction_loads_nothing(model_dir: Path)
     assert gen.name == "flux" and gen.version == "1"
     assert not gen.loaded
     code = (
-        "import sys; from synid_assets.core.flux_documents import FluxDocumentGenerator as F; F(); "
+        "import sys; from synid_assets.core.generation.flux_documents import FluxDocumentGenerator as F; F(); "
         "assert 'diffusers' not in sys.modules and 'torch' not in sys.modules, 'heavy import at module level'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -1,11 +1,8 @@
 import numpy as np
 import pytest
-import tiny_faces
 import torch
 
-from synid_assets.core import render
-from synid_assets.core.faces import Threshold
-from synid_assets.core.frs import (
+from synid_assets.core.analysis.frs import (
     FLUXSYNID_SOURCE,
     FRSCheckpointError,
     TorchFRSAnalyzer,
@@ -14,7 +11,10 @@ from synid_assets.core.frs import (
     load_frs_checkpoint,
     threshold_at,
 )
-from synid_assets.core.interfaces import FaceAnalyzer, ModelLoadError
+from synid_assets.core.analysis.types import FaceAnalyzer, Threshold
+from synid_assets.core.errors import ModelLoadError
+from synid_assets.core.generation import render
+from synid_assets.random_models import faces as tiny_faces
 
 FRS = ["adaface", "arcface", "curricularface"]
 TINY = {"units": tiny_faces.TINY_UNITS, "channels": tiny_faces.TINY_CHANNELS}

@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from synid_assets.core.store import DatasetLayout
+from synid_assets.core.dataset.layout import DatasetLayout
 from synid_assets.defs.partitions import identity_batches
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -18,7 +18,7 @@ REPO_ATTRIBUTES = Path(__file__).resolve().parents[1] / "attributes"
 
 
 def build(home: Path, attributes: Path | None = None, live: int = 2, seed: int = 7):
-    from synid_assets.core.profiles import default_attributes_dir, load_profile
+    from synid_assets.core.config.profiles import default_attributes_dir, load_profile
     from synid_assets.defs.assets import ALL_ASSETS, ALL_CHECKS
     from synid_assets.defs.automation import attribute_spec_job, batch_job
     from synid_assets.defs.resources import resources_from_profile
@@ -137,8 +137,8 @@ def test_filter_decisions_follow_threshold_and_status(two_batches: Path) -> None
 def test_parameters_recorded_for_regeneration(two_batches: Path) -> None:
     from PIL import Image
 
-    from synid_assets.core import render
-    from synid_assets.core.store import png_bytes
+    from synid_assets.core.dataset.layout import png_bytes
+    from synid_assets.core.generation import render
 
     (params,) = query(two_batches, "SELECT params FROM images WHERE kind = 'live' LIMIT 1")[0]
     params = json.loads(params)
@@ -283,7 +283,7 @@ def test_batches_from_an_older_spec_become_stale(synid_home: Path, attributes_co
 def test_fmr_mode_and_leak_gallery(synid_home: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from synid_assets.core.vectorstore import DOCUMENT_TABLE, EmbeddingStore
+    from synid_assets.core.dataset.vectorstore import DOCUMENT_TABLE, EmbeddingStore
 
     defs = build(synid_home, live=0)
     instance = dg.DagsterInstance.ephemeral()
@@ -296,7 +296,7 @@ def test_fmr_mode_and_leak_gallery(synid_home: Path, tmp_path: Path) -> None:
     gallery = tmp_path / "gallery.npy"
     np.save(gallery, np.stack([docs["vector"][0] * 2.0, np.ones_like(docs["vector"][0])]))
 
-    from synid_assets.core.profiles import load_profile
+    from synid_assets.core.config.profiles import load_profile
     from synid_assets.defs.resources import resources_from_profile
 
     profile = load_profile("local")

@@ -4,14 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-
-import tiny_faces  # noqa: E402
-
-from synid_assets.core.alignment import align_face  # noqa: E402
-from synid_assets.core.insightface_analysis import THRESHOLDS, InsightFaceAnalyzer, nms  # noqa: E402
-from synid_assets.core.interfaces import FaceAnalyzer, ModelLoadError  # noqa: E402
+from synid_assets.core.analysis.alignment import align_face  # noqa: E402
+from synid_assets.core.analysis.insightface_analyzer import THRESHOLDS, InsightFaceAnalyzer, nms  # noqa: E402
+from synid_assets.core.analysis.types import FaceAnalyzer
+from synid_assets.core.errors import ModelLoadError
+from synid_assets.random_models import faces as tiny_faces
 
 
 @pytest.fixture(autouse=True, scope="module")

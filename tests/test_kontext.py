@@ -1,31 +1,26 @@
-"""The FLUX.1 Kontext live generator on a tiny random-weight FluxKontextPipeline built locally (tests/tiny_flux.py)."""
+"""The FLUX.1 Kontext live generator on a tiny random-weight FluxKontextPipeline (synid_assets/random_models)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
-
-from synid_assets.core.interfaces import IdentityRecord, LiveGenerator, LiveRequest, ModelLoadError  # noqa: E402
-from synid_assets.core.kontext import (  # noqa: E402
+from synid_assets.core.dataset.layout import png_bytes
+from synid_assets.core.dataset.seeds import identity_seed, rng_for, stream_seed
+from synid_assets.core.errors import ModelLoadError
+from synid_assets.core.generation.kontext import (
     CATEGORIES,
     DEFAULT_LISTS,
     IDENTITY_CLAUSE,
     KontextLiveGenerator,
     compose_instruction,
 )
-from synid_assets.core.seeds import identity_seed, rng_for, stream_seed  # noqa: E402
-from synid_assets.core.store import png_bytes  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_flux import build_tiny_flux  # noqa: E402
+from synid_assets.core.generation.types import IdentityRecord, LiveGenerator, LiveRequest
+from synid_assets.random_models.flux import build_tiny_flux
 
 PARAM_FIELDS = {
     "generator", "version", "model_id", "revision", "license", "seed", "steps", "guidance", "width", "height",

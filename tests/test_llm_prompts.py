@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from tiny_llm import build_tiny_chat_model
 
-from synid_assets.core.interfaces import IdentityRecord, PromptWriter
-from synid_assets.core.llm_prompts import (
+from synid_assets.core.dataset.seeds import stream_seed
+from synid_assets.core.generation.llm_prompts import (
     LLMPromptWriter,
     ModelLoadError,
     _Completion,
@@ -20,8 +19,9 @@ from synid_assets.core.llm_prompts import (
     clean_caption,
     validate_caption,
 )
-from synid_assets.core.prompts import CLOSING, OPENING, template_prompt
-from synid_assets.core.seeds import stream_seed
+from synid_assets.core.generation.template_prompts import CLOSING, OPENING, template_prompt
+from synid_assets.core.generation.types import IdentityRecord, PromptWriter
+from synid_assets.random_models.llm import build_tiny_chat_model
 
 MAX_NEW_TOKENS = 12  # random weights never stop on their own; keep each attempt short
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from synid_assets.core.models import check_models, profile_models
-from synid_assets.core.profiles import load_profile
+from synid_assets.core.config.models import check_models, profile_models
+from synid_assets.core.config.profiles import load_profile
 
 
 def fake_hub_snapshot(cache: Path, repo_id: str, files: dict[str, str], commit: str = "0" * 40) -> Path:

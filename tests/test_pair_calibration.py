@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from synid_assets.cli import main
-from synid_assets.core import render
-from synid_assets.core.pair_calibration import PairsFileError, read_pairs, thresholds_from_scores
-from synid_assets.core.profiles import load_profile
+from synid_assets.core.config.profiles import load_profile
+from synid_assets.core.generation import render
+from synid_assets.core.quality.pair_calibration import PairsFileError, read_pairs, thresholds_from_scores
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import duckdb
 import numpy as np
 from test_graph_e2e import QUIET, build, materialize_batch
 
-from synid_assets.core.quality_report import fnmr_at, impostor_scores, u_class
+from synid_assets.core.quality.report import fnmr_at, impostor_scores, u_class
 
 
 def test_u_class_counts_centres_without_a_neighbour_above_threshold() -> None:
@@ -28,7 +28,7 @@ def test_impostor_scores_all_pairs_or_seeded_sample() -> None:
 def test_report_files_and_tables(synid_home) -> None:
     import dagster as dg
 
-    from synid_assets.core.store import DatasetLayout
+    from synid_assets.core.dataset.layout import DatasetLayout
 
     defs = build(synid_home, live=2)
     instance = dg.DagsterInstance.ephemeral()

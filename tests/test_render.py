@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from synid_assets.core import render
+from synid_assets.core.generation import render
 
 ATTRS = {"genders": "Female", "origins": "South Asian", "hair_colors": "Black", "hair_styles": "Wavy"}
 

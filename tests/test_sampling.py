@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synid_assets.core import spec as spec_module
-from synid_assets.core.spec import (
+from synid_assets.core.spec import attributes as spec_module
+from synid_assets.core.spec.attributes import (
     AttributeSpec,
     expected_frequencies,
     load_attribute_spec,

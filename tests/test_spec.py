@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synid_assets.core.spec import (
+from synid_assets.core.spec.attributes import (
     AttributeSpecError,
     SpecProblem,
     load_attribute_spec,

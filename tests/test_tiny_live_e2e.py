@@ -13,13 +13,13 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
-from tiny_arc2face import build_tiny_arc2face
-from tiny_faces import build_pack
-from tiny_flux import build_tiny_flux
 
-from synid_assets.core.store import DatasetLayout
+from synid_assets.core.dataset.layout import DatasetLayout
 from synid_assets.definitions import build_definitions
 from synid_assets.defs.partitions import identity_batches
+from synid_assets.random_models.arc2face import build_tiny_arc2face
+from synid_assets.random_models.faces import build_pack
+from synid_assets.random_models.flux import build_tiny_flux
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 

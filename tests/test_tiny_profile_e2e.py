@@ -13,12 +13,12 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
-from tiny_flux import build_tiny_flux
-from tiny_llm import build_tiny_chat_model
 
-from synid_assets.core.store import DatasetLayout
+from synid_assets.core.dataset.layout import DatasetLayout
 from synid_assets.definitions import build_definitions
 from synid_assets.defs.partitions import identity_batches
+from synid_assets.random_models.flux import build_tiny_flux
+from synid_assets.random_models.llm import build_tiny_chat_model
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from synid_assets.core import pipeline
-from synid_assets.core.preview import contact_sheet_markdown, distribution_markdown
+from synid_assets.core.batch import steps as pipeline
+from synid_assets.core.quality.preview import contact_sheet_markdown, distribution_markdown
 from synid_assets.defs.partitions import identity_batches
 from synid_assets.defs.resources import (
     DatasetResource,
@@ -30,9 +30,9 @@ EAGER = dg.AutomationCondition.eager()
 @contextlib.contextmanager
 def clear_errors() -> Iterator[None]:
     """Turn the domain's input errors into a Dagster failure with the message alone (no traceback noise)."""
-    from synid_assets.core.faces import ImageReadError
-    from synid_assets.core.interfaces import BackendError
-    from synid_assets.core.spec import AttributeSpecError
+    from synid_assets.core.analysis.images import ImageReadError
+    from synid_assets.core.errors import BackendError
+    from synid_assets.core.spec.attributes import AttributeSpecError
 
     try:
         yield
@@ -61,7 +61,7 @@ class IdentityBatchConfig(dg.Config):
     description="Loads and validates the attribute spec dir (FLUXSynID layout) and snapshots it.",
 )
 def attribute_spec(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
-    from synid_assets.core.spec import load_attribute_spec
+    from synid_assets.core.spec.attributes import load_attribute_spec
 
     with clear_errors():
         spec = load_attribute_spec(dataset.attributes_dir)
@@ -112,7 +112,7 @@ def attribute_spec(context: dg.AssetExecutionContext, dataset: DatasetResource) 
 def identity_attributes(
     context: dg.AssetExecutionContext, config: IdentityBatchConfig, dataset: DatasetResource
 ):
-    from synid_assets.core.quality import clash_violations, frequency_tests
+    from synid_assets.core.spec.checks import clash_violations, frequency_tests
 
     layout = dataset.layout()
     with clear_errors():
@@ -255,7 +255,7 @@ def identity_filter(
     face_analyzer: FaceAnalyzerResource,
     lancedb: LanceDBResource,
 ) -> dg.MaterializeResult:
-    from synid_assets.core.leakage import GalleryError
+    from synid_assets.core.filtering.leakage import GalleryError
 
     threshold = face_analyzer.operating_threshold()
     settings = pipeline.FilterSettings(
@@ -413,7 +413,7 @@ BATCH_ASSETS = [
 def dataset_manifest(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     import duckdb
 
-    from synid_assets.core.manifest import build_manifest
+    from synid_assets.core.dataset.manifest import build_manifest
 
     layout = dataset.layout()
     counts = build_manifest(layout, {"dataset_seed": str(dataset.seed)})
@@ -456,7 +456,7 @@ def quality_report(
 ) -> dg.MaterializeResult:
     import base64
 
-    from synid_assets.core.quality_report import build_quality_report
+    from synid_assets.core.quality.report import build_quality_report
 
     layout = dataset.layout()
     threshold = face_analyzer.operating_threshold()
@@ -488,8 +488,8 @@ def quality_report(
 
 
 def spec_frequency_samples(spec, draws: int, seed: int) -> list[dict[str, str]]:
-    from synid_assets.core.seeds import rng_for
-    from synid_assets.core.spec import sample_identity_attributes
+    from synid_assets.core.dataset.seeds import rng_for
+    from synid_assets.core.spec.attributes import sample_identity_attributes
 
     rng = rng_for(seed, "spec-check")
     return [sample_identity_attributes(spec, rng) for _ in range(draws)]
@@ -497,7 +497,7 @@ def spec_frequency_samples(spec, draws: int, seed: int) -> list[dict[str, str]]:
 
 @dg.asset_check(asset=attribute_spec, blocking=True, description="The snapshot validates and the sampler follows it.")
 def attribute_spec_valid(dataset: DatasetResource) -> dg.AssetCheckResult:
-    from synid_assets.core.quality import clash_violations, frequency_tests
+    from synid_assets.core.spec.checks import clash_violations, frequency_tests
 
     with clear_errors():
         spec = pipeline.load_current_spec(dataset.layout())

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import dagster as dg
 from pydantic import PrivateAttr
 
-from synid_assets.core.store import DatasetLayout
+from synid_assets.core.dataset.layout import DatasetLayout
 
 _MODEL_CACHE: dict[tuple, Any] = {}
 _MODEL_LOCK = threading.Lock()
@@ -55,7 +55,7 @@ class LanceDBResource(dg.ConfigurableResource):
     uri: str
 
     def store(self):
-        from synid_assets.core.vectorstore import EmbeddingStore
+        from synid_assets.core.dataset.vectorstore import EmbeddingStore
 
         return EmbeddingStore(self.uri)
 
@@ -88,8 +88,8 @@ class BackendResource(dg.ConfigurableResource):
         return self._instance
 
     def _build(self) -> Any:
-        from synid_assets.core.backends import create_backend
-        from synid_assets.core.interfaces import BackendError
+        from synid_assets.core.config.registry import create_backend
+        from synid_assets.core.errors import BackendError
 
         try:
             instance = create_backend(self.kind, self.backend, dict(self.options))
@@ -100,7 +100,7 @@ class BackendResource(dg.ConfigurableResource):
         return instance
 
     def backend_class(self) -> type:
-        from synid_assets.core.backends import backend_class
+        from synid_assets.core.config.registry import backend_class
 
         return backend_class(self.kind, self.backend)
 
@@ -187,8 +187,7 @@ class FaceAnalyzerResource(BackendResource):
 
     def operating_threshold(self):
         """The threshold at the profile's FMR, used by the filter and the live consistency check."""
-        from synid_assets.core.faces import Threshold
-        from synid_assets.core.interfaces import EmbedderThresholds
+        from synid_assets.core.analysis.types import EmbedderThresholds, Threshold
 
         table = EmbedderThresholds(
             self.model_id, tuple(Threshold(fmr=t.fmr, value=t.value, source=t.source) for t in self.thresholds)
@@ -221,7 +220,7 @@ def live_generator_entries(section: dict[str, Any]) -> list[LiveGeneratorEntry]:
 
 def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: str) -> dict[str, Any]:
     """Instantiate every resource the assets need from a loaded profile."""
-    from synid_assets.core.store import DatasetLayout
+    from synid_assets.core.dataset.layout import DatasetLayout
 
     dataset, checks, faces = profile["dataset"], profile["checks"], profile["face_analyzer"]
     return {

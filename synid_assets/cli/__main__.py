@@ -1,0 +1,7 @@
+"""`python -m synid_assets.cli`."""
+
+import sys
+
+from synid_assets.cli import main
+
+sys.exit(main())

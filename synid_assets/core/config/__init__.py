@@ -1,0 +1,1 @@
+"""Configuration: resource profiles, the backend registry, and the models a profile needs."""

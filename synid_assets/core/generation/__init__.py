@@ -1,0 +1,1 @@
+"""Generators: prompt writers, document and live image backends (procedural renderer, FLUX, Kontext, Arc2Face)."""

@@ -1,0 +1,1 @@
+"""Quality: statistics, threshold calibration, the dataset quality report and UI previews."""

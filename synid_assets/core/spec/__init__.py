@@ -1,0 +1,1 @@
+"""Attribute specs: loading FLUXSynID's file layout, validating it, sampling identities, and checking samples."""
