@@ -14,6 +14,54 @@ from synid_assets.core.generation import render
 ATTRS = {"genders": "Female", "origins": "South Asian", "hair_colors": "Black", "hair_styles": "Wavy"}
 
 
+# Golden renders: sha256 of the raw RGB bytes (not the PNG, whose bytes depend on zlib) of documents and
+# live images over attribute sets that reach every painting step. A change here is a change of the
+# renderer's output: bump render.RENDERER_VERSION and re-pin in the same commit, saying so.
+GOLDEN_VERSION = "2"
+GOLDEN_DOCUMENTS = [
+    ({"genders": "Female", "origins": "South Asian", "hair_colors": "Black", "hair_styles": "Wavy"}, 11,
+     "1587175d8f8af3371d507941bf669b03bf71dc397b9b6ae9c4a7e17716f5baa3"),
+    ({"headwear": "Hijab", "genders": "Female", "skin_type": "Mole"}, 21,
+     "0b4fe6a13b951918cd5696df728896cf5503421111e0dc72b6c3d2aa6b1d3205"),
+    ({"headwear": "Turban", "facial_hair": "Full beard", "genders": "Male", "ages": "60-69"}, 31,
+     "bc1fb482201a2065093905e0063fd03bfeba961afc26c9b790284dee36cf90af"),
+    ({"hair_styles": "Bald", "ages": "80+", "skin_type": "Freckled", "origins": "West African"}, 41,
+     "59f4519dccb98e5cf2872584f76d14f450554e807397d9779019ca74049ee2b3"),
+]
+# (attributes, identity seed, live variation seed, sha256): blobs/gradient/plain backgrounds, blur, noise,
+# and the eyes-closed, open-smile, surprise and raised-brows expressions.
+GOLDEN_LIVE = [
+    ({"hair_colors": "Multicolored", "hair_styles": "Bun", "skin_type": "Scarred"}, 51, 0,
+     "847733d4be6b04c30451414b41e9d94578ab8dd3dbba9253a7baead9bd89897a"),
+    ({"genders": "Male", "facial_hair": "Handlebar mustache", "eyewear": "Clear non-reflective eyeglasses"}, 61, 6,
+     "778179ac97631a6033f559fc664cb644dec296226f005b7ce454568d47e588ef"),
+    ({"genders": "Male", "headwear": "Kippah", "facial_hair": "Stubble", "skin_type": "Rough"}, 71, 1,
+     "0ef4be80c56994a0b470f199b49f30411566cf7e95be0e9797c4eafe544b2552"),
+    ({}, 81, 10, "6952ea31a9603fc0dc9dcceb70dbe430e796f57b7850d0497c28aed80dbd4cc8"),
+]
+
+
+def _pixels_sha(img) -> str:
+    assert img.mode == "RGB" and img.size == (256, 256)
+    return hashlib.sha256(img.tobytes()).hexdigest()
+
+
+def test_golden_hashes_pin_the_renderer_version():
+    # The hashes below were computed by this renderer version; new bytes need a new version.
+    assert render.RENDERER_VERSION == GOLDEN_VERSION
+
+
+@pytest.mark.parametrize(("attrs", "seed", "expected"), GOLDEN_DOCUMENTS)
+def test_document_golden_hash(attrs, seed, expected):
+    assert _pixels_sha(render.render_document(attrs, seed)) == expected
+
+
+@pytest.mark.parametrize(("attrs", "seed", "variation_seed", "expected"), GOLDEN_LIVE)
+def test_live_golden_hash(attrs, seed, variation_seed, expected):
+    image = render.render_live(attrs, seed, render.draw_live_variation(variation_seed))
+    assert _pixels_sha(image) == expected
+
+
 def _sha(img) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
