@@ -29,3 +29,17 @@ def attributes_copy(tmp_path: Path) -> Path:
     target = tmp_path / "attributes"
     shutil.copytree(REPO / "attributes", target)
     return target
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu`-marked tests where torch sees no CUDA device (torch is imported only if such tests exist)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu: needs a CUDA device")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -216,7 +216,7 @@ def test_lcm_lora_switches_scheduler_steps_and_guidance(tmp_path: Path, tiny_dir
     assert png_bytes(gen.regenerate(json.loads(json.dumps(first.params)))) == png_bytes(first.image)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_float16_generation(tiny_dirs: tuple[Path, Path]):
     gen = tiny(tiny_dirs, dtype="float16", device="cuda")
     out = gen.generate([make_request(0), make_request(1)])

@@ -296,7 +296,7 @@ def test_random_lora_written_from_an_in_memory_transformer_loads_and_changes_the
     assert png_bytes(changed[0].image) != png_bytes(images[0].image)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: model offload moves modules to a GPU")
+@pytest.mark.gpu
 def test_cuda_24gb_settings_fp8_storage_model_offload_and_lora(model_dir: Path, tmp_path: Path) -> None:
     """flux-24gb.yaml's memory settings together: LoRA + float8 layerwise storage + model CPU offload."""
     import numpy as np
@@ -314,7 +314,7 @@ def test_cuda_24gb_settings_fp8_storage_model_offload_and_lora(model_dir: Path, 
         assert diff.mean() < 2.0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: bfloat16, compile and attention backends")
+@pytest.mark.gpu
 def test_cuda_bfloat16_compiled_is_deterministic_and_close_across_batching(model_dir: Path) -> None:
     import numpy as np
 

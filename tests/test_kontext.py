@@ -167,7 +167,7 @@ def test_missing_model_or_document(tmp_path: Path, documents: list[Path]):
         tiny(tmp_path / "nope").generate([make_request(1, tmp_path / "missing.png")])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_bfloat16_generation(kontext_dir: Path, documents: list[Path]):
     gen = tiny(kontext_dir, dtype="bfloat16", device="cuda")
     out = gen.generate([make_request(0, documents[0])])
