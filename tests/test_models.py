@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from synid_assets.core.config.models import check_models, profile_models
+import pytest
+
+from synid_assets.core.config.models import ModelRef, check_models, profile_models
 from synid_assets.core.config.profiles import load_profile
 
 
@@ -40,6 +43,81 @@ def test_check_finds_models_in_the_cache(tmp_path: Path) -> None:
                check_models(profile_models(load_profile("flux-24gb")), str(tmp_path))}
     assert results["prompt_writer"] == (True, str(snapshot))
     assert results["document_generator"][0] is False
+
+
+_QWEN = ("Qwen/Qwen2.5-7B-Instruct", ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"))
+_FLUX_FILES = (
+    "model_index.json", "scheduler/*", "text_encoder/*", "text_encoder_2/*", "tokenizer/*", "tokenizer_2/*",
+    "transformer/*", "vae/*",
+)
+_NON_COMMERCIAL = "FLUX.1 [dev] Non-Commercial License"
+_FLUX_DOCUMENTS = [
+    ModelRef("prompt_writer", _QWEN[0], None, _QWEN[1], "Apache-2.0"),
+    ModelRef("document_generator", "black-forest-labs/FLUX.1-dev", None, _FLUX_FILES, _NON_COMMERCIAL),
+    ModelRef("document_generator.lora", "Raul2718/CFD-FLUX.1-dev-LoRA", None, ("cfd-lora.safetensors",),
+             "see model card (trained on the Chicago Face Database)"),
+]
+_ARC2FACE_FILES = ("arc2face/*", "encoder/*", "arcface.onnx")
+_SD15_FILES = ("vae/*", "tokenizer/*", "scheduler/*", "model_index.json")
+_ARC2FACE_LICENSE = "MIT (model card); trained on CC-BY-NC-SA-4.0 data"
+
+# What `synid models check|download` lists for each shipped profile, captured before backends declared their own
+# models: the declarations must give the same roles, ids, revisions, file patterns, licences and order.
+SHIPPED_PROFILE_MODELS: dict[str, list[ModelRef]] = {
+    "local": [],
+    "flux-24gb": _FLUX_DOCUMENTS,
+    "flux-80gb": _FLUX_DOCUMENTS,
+    "flux-live-80gb": [
+        *_FLUX_DOCUMENTS,
+        ModelRef("live_generator[0]", "FoivosPar/Arc2Face", None, _ARC2FACE_FILES, _ARC2FACE_LICENSE),
+        ModelRef("live_generator[0].base", "stable-diffusion-v1-5/stable-diffusion-v1-5", None, _SD15_FILES,
+                 "CreativeML OpenRAIL-M"),
+        ModelRef("live_generator[1]", "black-forest-labs/FLUX.1-Kontext-dev", None, _FLUX_FILES, _NON_COMMERCIAL),
+        ModelRef("face_analyzer.model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None, None,
+                 "see the model's source"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_PROFILE_MODELS))
+def test_shipped_profiles_list_the_same_models(name: str) -> None:
+    assert sorted(p.stem for p in (Path(__file__).parents[1] / "resources").glob("*.yaml")) == sorted(
+        SHIPPED_PROFILE_MODELS
+    )
+    assert profile_models(load_profile(name)) == SHIPPED_PROFILE_MODELS[name]
+
+
+def test_every_model_option_is_listed_with_its_default_or_override() -> None:
+    """Options the shipped profiles leave out: default ids, revisions, LoRAs, LCM, FRS checkpoints, local paths."""
+    profile: dict[str, Any] = load_profile("local")
+    profile["prompt_writer"] = {"backend": "llm", "revision": "r1"}
+    profile["document_generator"] = {"backend": "flux", "model_id": "/models/my-flux.1-schnell-finetune",
+                                     "lora": "me/lora"}
+    profile["live_generator"] = {"generators": [
+        {"backend": "procedural", "count": 1},
+        {"backend": "arc2face", "revision": "a1", "base_revision": "b1",
+         "lcm_lora": "latent-consistency/lcm-lora-sdv1-5"},
+        {"backend": "kontext", "revision": "k1"},
+    ]}
+    profile["face_analyzer"] = {"backend": "frs", "frs": "adaface", "checkpoint": "~/ckpt/adaface.ckpt",
+                                "detector_model_dir": "/packs/buffalo_l", "fmr": 1e-3, "thresholds": []}
+    assert profile_models(profile) == [
+        ModelRef("prompt_writer", _QWEN[0], "r1", _QWEN[1], "Apache-2.0"),
+        ModelRef("document_generator", "/models/my-flux.1-schnell-finetune", None, _FLUX_FILES, "Apache-2.0"),
+        ModelRef("document_generator.lora", "me/lora", None, ("*.safetensors",), "see model card"),
+        ModelRef("live_generator[1]", "FoivosPar/Arc2Face", "a1", _ARC2FACE_FILES, _ARC2FACE_LICENSE),
+        ModelRef("live_generator[1].base", "stable-diffusion-v1-5/stable-diffusion-v1-5", "b1", _SD15_FILES,
+                 "CreativeML OpenRAIL-M"),
+        ModelRef("live_generator[1].lcm_lora", "latent-consistency/lcm-lora-sdv1-5", None, ("*.safetensors",),
+                 "see model card"),
+        ModelRef("live_generator[2]", "black-forest-labs/FLUX.1-Kontext-dev", "k1", _FLUX_FILES, _NON_COMMERCIAL),
+        ModelRef("face_analyzer.detector_model_dir", "/packs/buffalo_l", None, None, "see the model's source"),
+        ModelRef("face_analyzer.checkpoint", str(Path("~/ckpt/adaface.ckpt").expanduser()), None, None,
+                 "see the model's source"),
+    ]
+    # dlib's model files come with the face-recognition-models package or a local model_dir: nothing to fetch.
+    profile["face_analyzer"] = {"backend": "dlib", "model_dir": "/models/dlib", "fmr": 1e-3, "thresholds": []}
+    assert [ref.role for ref in profile_models(profile)][-1] == "live_generator[2]"
 
 
 def synid(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
