@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,11 @@ from synid_assets.core.analysis.insightface_analyzer import THRESHOLDS, InsightF
 from synid_assets.core.analysis.types import FaceAnalyzer
 from synid_assets.core.errors import ModelLoadError
 from synid_assets.random_models import faces as tiny_faces
+
+LANDMARK_ATOL = 0.0
+CROP_MAX_LEVELS = 0
+CROP_MEAN_LEVELS = 0.0
+EMBEDDING_MIN_COSINE = 1.0 - 1e-6
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -134,3 +140,55 @@ def test_two_recognizers_need_a_name(tmp_path, pack):
 
 def test_no_invented_thresholds():
     assert all(len(v) > 0 for v in THRESHOLDS.values())  # nothing listed without a source
+
+
+# --- parity with the analyzer before it used insightface's model zoo and face_align ---------------------------
+# tests/fixtures/insightface_parity.npz was recorded with synid_assets' own SCRFD decoding and numpy alignment
+# (commit 64a1151) on the tiny packs below: per pack and image, the bbox, face count, 5 landmarks, detection
+# score, the aligned 112x112 crop (pack "one" only: pack "two" aligns the same largest face) and the embedding.
+PARITY = Path(__file__).parent / "fixtures" / "insightface_parity.npz"
+PARITY_IMAGES = {
+    "noise_640": lambda: tiny_faces.face_image(seed=0),
+    "noise_480x320": lambda: tiny_faces.face_image(480, 320, seed=1),
+    "smooth_500x700": lambda: tiny_faces.smooth_image(500, 700),
+    "smooth_900x600": lambda: tiny_faces.smooth_image(900, 600),
+}
+
+
+@pytest.fixture(scope="module")
+def parity_analyzers(pack, tmp_path_factory):
+    two = tiny_faces.build_pack(
+        tmp_path_factory.mktemp("parity"), faces=[tiny_faces.small_face(), tiny_faces.default_face()], pack="two"
+    )
+    return {"one": InsightFaceAnalyzer(str(pack), batch_size=2), "two": InsightFaceAnalyzer(str(two), batch_size=2)}
+
+
+@pytest.mark.parametrize("pack_name", ["one", "two"])
+def test_parity_with_the_pre_insightface_analyzer(parity_analyzers, pack_name):
+    expected = np.load(PARITY)
+    analyzer = parity_analyzers[pack_name]
+    names = list(PARITY_IMAGES)
+    results = analyzer.analyze_many([PARITY_IMAGES[n]() for n in names])
+    for name, result in zip(names, results, strict=True):
+        key = f"{pack_name}__{name}"
+        assert result.detected, key
+        assert result.bbox == tuple(int(v) for v in expected[f"{key}__bbox"]), key
+        assert result.face_count == int(expected[f"{key}__face_count"]), key
+        np.testing.assert_allclose(result.landmarks, expected[f"{key}__landmarks"], rtol=0, atol=LANDMARK_ATOL)
+        assert result.detection_score == pytest.approx(float(expected[f"{key}__score"]), abs=1e-6)
+        crop_key = f"one__{name}__aligned"
+        crop_diff = np.abs(result.aligned.astype(np.int16) - expected[crop_key].astype(np.int16))
+        assert crop_diff.max() <= CROP_MAX_LEVELS, (key, int(crop_diff.max()))
+        assert crop_diff.mean() <= CROP_MEAN_LEVELS, (key, float(crop_diff.mean()))
+        cosine = float(np.dot(result.embedding, expected[f"{key}__embedding"]))
+        assert cosine >= EMBEDDING_MIN_COSINE, (key, cosine)
+
+
+def test_recognizer_parity_on_the_recorded_crops(analyzer):
+    # The same crops in, the same embeddings out: the recognizer path alone, free of alignment differences.
+    expected = np.load(PARITY)
+    names = list(PARITY_IMAGES)
+    crops = [expected[f"one__{n}__aligned"] for n in names]
+    got = analyzer.embed_aligned(crops)
+    want = np.stack([expected[f"one__{n}__embedding"] for n in names])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

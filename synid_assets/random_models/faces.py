@@ -121,6 +121,16 @@ def default_face() -> TinyFace:
     )
 
 
+def small_face() -> TinyFace:
+    """A smaller face in the top-left corner, scored higher than `default_face` (largest-face tests)."""
+    return TinyFace(
+        center=(128.0, 128.0),
+        box=(100.0, 100.0, 156.0, 160.0),
+        kps=((115.0, 120.0), (141.0, 120.0), (128.0, 132.0), (118.0, 145.0), (138.0, 145.0)),
+        logit=30.0,
+    )
+
+
 def build_pack(
     root: Path, faces: list[TinyFace] | None = None, score_bias: float = 0.0, pack: str = "tinypack"
 ) -> Path:
@@ -134,6 +144,15 @@ def build_pack(
 def face_image(height: int = 640, width: int = 640, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def smooth_image(height: int, width: int) -> np.ndarray:
+    """A smooth RGB uint8 test card (sines and a ramp): unlike noise, bilinear warps of it differ little."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    red = 127.5 + 100 * np.sin(xs / 23.0) * np.cos(ys / 31.0)
+    green = 255.0 * xs / width
+    blue = 127.5 + 120 * np.cos((xs + ys) / 47.0)
+    return np.clip(np.stack([red, green, blue], -1), 0, 255).astype(np.uint8)
 
 
 def tiny_frs_checkpoint(frs: str, path: Path, seed: int = 0, layout: str | None = None) -> Path:
