@@ -5,7 +5,8 @@ from __future__ import annotations
 from synid_assets.core.dataset.seeds import rng_for
 from synid_assets.core.generation.template_prompts import CLOSING, TemplatePromptWriter
 from synid_assets.core.generation.types import IdentityRecord
-from synid_assets.core.spec.attributes import load_attribute_spec, sample_identity_attributes, subject_word
+from synid_assets.core.spec.loading import load_attribute_spec
+from synid_assets.core.spec.sampling import sample_identity_attributes, subject_word
 
 
 def test_every_attribute_value_is_in_the_prompt() -> None:

@@ -11,13 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synid_assets.core.spec import attributes as spec_module
-from synid_assets.core.spec.attributes import (
-    AttributeSpec,
-    expected_frequencies,
-    load_attribute_spec,
-    sample_identity_attributes,
-)
+from synid_assets.core.spec import sampling as sampling_module
+from synid_assets.core.spec.loading import load_attribute_spec
+from synid_assets.core.spec.model import AttributeSpec
+from synid_assets.core.spec.sampling import expected_frequencies, sample_identity_attributes
 
 SHIPPED = Path(__file__).resolve().parents[1] / "attributes"
 
@@ -334,7 +331,7 @@ def p_of(cell: tuple[int, float]) -> float:
 def test_expected_frequencies_monte_carlo_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = load_attribute_spec(SHIPPED)
     exact = expected_frequencies(spec)
-    monkeypatch.setattr(spec_module, "_EXACT_STATE_LIMIT", 0)
+    monkeypatch.setattr(sampling_module, "_EXACT_STATE_LIMIT", 0)
     estimate = expected_frequencies(spec, n_draws=20_000, seed=1)
     assert estimate == expected_frequencies(spec, n_draws=20_000, seed=1)  # seeded: reproducible
     for name, per in exact.items():

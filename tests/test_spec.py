@@ -9,13 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from synid_assets.core.spec.attributes import (
-    AttributeSpecError,
-    SpecProblem,
-    load_attribute_spec,
-    spec_fingerprint,
-    subject_word,
-)
+from synid_assets.cli import main
+from synid_assets.core.spec.loading import load_attribute_spec, spec_fingerprint
+from synid_assets.core.spec.model import AttributeSpecError, SpecProblem
+from synid_assets.core.spec.sampling import subject_word
 
 SHIPPED = Path(__file__).resolve().parents[1] / "attributes"
 
@@ -177,6 +174,73 @@ def test_file_level_problem_has_no_line(tmp_path: Path) -> None:
     assert problem.line is None
     assert str(problem) == f"{tmp_path / 'bad.txt'}: probabilities sum to 0.5, expected 1"
 
+
+
+# ------------------------------------------------------------------ percents written without '%' (weights)
+
+WEIGHTS = "Male,45\nFemale,45\nNon-binary,10\n"  # how FLUXSynID users write weights: read as percents here
+
+
+def test_values_summing_to_100_without_percent_sign_are_percents(tmp_path: Path) -> None:
+    spec = load_attribute_spec(
+        write_spec(tmp_path, {"genders.txt": WEIGHTS, "signed.txt": "Male,45%\nFemale,45%\nNon-binary,10%\n"})
+    )
+    genders = spec.class_named("genders")
+    assert genders.values == ("Male", "Female", "Non-binary")
+    assert genders.probabilities == pytest.approx((0.45, 0.45, 0.10), abs=1e-15)
+    assert genders.probabilities == spec.class_named("signed").probabilities  # same as written with '%'
+    assert math.fsum(genders.probabilities) == 1.0
+    assert spec.notes == (f"{tmp_path / 'genders.txt'}: values sum to 100 without '%': read as percents",)
+    assert spec.warnings == ()
+
+
+def test_percents_without_sign_use_the_percent_tolerance(tmp_path: Path) -> None:
+    rounded = load_attribute_spec(write_spec(tmp_path / "a", {"a.txt": "A,33.333\nB,33.333\nC,33.334\n"}))
+    assert rounded.class_named("a").probabilities == pytest.approx((0.33333, 0.33333, 0.33334))
+    err = load_error(write_spec(tmp_path / "b", {"a.txt": "A,50\nB,50.02\n"}))
+    assert f"{tmp_path / 'b' / 'a.txt'}: probabilities sum to 100.02, expected 1 (or 100 for percents)" in str(err)
+
+
+def test_fraction_files_get_no_note(tmp_path: Path) -> None:
+    assert load_attribute_spec(write_spec(tmp_path, GOOD)).notes == ()
+    assert load_attribute_spec(SHIPPED).notes == ()
+
+
+def test_weights_summing_to_neither_1_nor_100_are_errors(tmp_path: Path) -> None:
+    err = load_error(write_spec(tmp_path, {**GOOD, "bad.txt": "A,45\nB,12\n"}))
+    bad = tmp_path / "bad.txt"
+    assert [str(p) for p in err.problems] == [
+        f"{bad}:1: probability of 'A' is above 1: 45",
+        f"{bad}:2: probability of 'B' is above 1: 12",
+        f"{bad}: probabilities sum to 57, expected 1 (or 100 for percents)",
+    ]
+
+
+def test_percents_without_sign_mixed_with_percent_lines_are_errors(tmp_path: Path) -> None:
+    err = load_error(write_spec(tmp_path, {**GOOD, "bad.txt": "A,50%\nB,50\n"}))
+    assert [str(p) for p in err.problems] == [f"{tmp_path / 'bad.txt'}:2: probability of 'B' is above 1: 50"]
+
+
+def test_file_probabilities_are_not_read_as_percents(tmp_path: Path) -> None:
+    # Usage probabilities are independent per class, not a distribution: a sum of 100 means nothing there.
+    err = load_error(write_spec(tmp_path, GOOD, usage={"genders.txt": 50, "beard.txt": 50}))
+    assert "probability of 'genders.txt' is outside [0, 1]: 50" in str(err)
+
+
+def test_validate_prints_the_note_and_succeeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = write_spec(tmp_path, {**GOOD, "genders.txt": WEIGHTS})
+    assert main(["attributes", "validate", str(d)]) == 0
+    out, err = capsys.readouterr()
+    assert f"note: {d / 'genders.txt'}: values sum to 100 without '%': read as percents\n" in out
+    assert f"{d}: valid, 2 classes" in out and err == ""
+
+
+def test_validate_reports_a_weights_file_that_sums_to_57(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = write_spec(tmp_path, {**GOOD, "genders.txt": "Male,45\nFemale,12\n"})
+    assert main(["attributes", "validate", str(d)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{d / 'genders.txt'}: probabilities sum to 57, expected 1 (or 100 for percents)" in err
+    assert "note:" not in out + err
 
 def test_not_utf8_names_byte_offset(tmp_path: Path) -> None:
     err = load_error(write_spec(tmp_path, {**GOOD, "bad.txt": b"A,0.5\nB\xe9b\xff,0.5\n"}))

@@ -7,13 +7,16 @@ import sys
 
 
 def run_validate(directory: str) -> int:
-    from synid_assets.core.spec.attributes import AttributeSpecError, load_attribute_spec
+    from synid_assets.core.spec.loading import load_attribute_spec
+    from synid_assets.core.spec.model import AttributeSpecError
 
     try:
         spec = load_attribute_spec(directory)
     except AttributeSpecError as exc:
         print(f"{directory}: invalid attribute spec\n{exc}", file=sys.stderr)
         return 1
+    for note in spec.notes:
+        print(f"note: {note}")
     for warning in spec.warnings:
         print(f"warning: {warning}")
     print(f"{directory}: valid, {len(spec.classes)} classes, {len(spec.clashes)} clash rules")

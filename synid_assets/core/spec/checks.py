@@ -13,7 +13,7 @@ ABSENT = "<not used>"
 
 def spec_expectations(spec: Any) -> dict[str, dict[str, float]]:
     """Per class, the exact probability of each value and of the class being absent (clashes included)."""
-    from synid_assets.core.spec.attributes import expected_frequencies
+    from synid_assets.core.spec.sampling import expected_frequencies
 
     out: dict[str, dict[str, float]] = {}
     for name, probabilities in expected_frequencies(spec).items():
