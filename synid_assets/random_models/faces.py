@@ -131,6 +131,16 @@ def small_face() -> TinyFace:
     )
 
 
+def tilted_face(degrees: float = 20.0) -> TinyFace:
+    """`default_face` with its 5 keypoints turned about the box centre (alignment then has to rotate)."""
+    face = default_face()
+    (x1, y1, x2, y2), angle = face.box, np.deg2rad(degrees)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    cos, sin = float(np.cos(angle)), float(np.sin(angle))
+    kps = tuple((cx + cos * (x - cx) - sin * (y - cy), cy + sin * (x - cx) + cos * (y - cy)) for x, y in face.kps)
+    return TinyFace(center=face.center, box=face.box, kps=kps, logit=face.logit)
+
+
 def build_pack(
     root: Path, faces: list[TinyFace] | None = None, score_bias: float = 0.0, pack: str = "tinypack"
 ) -> Path:
