@@ -15,7 +15,9 @@ from typing import Any, ClassVar
 import dagster as dg
 from pydantic import PrivateAttr
 
+from synid_assets.core.config import registry
 from synid_assets.core.dataset.layout import DatasetLayout
+from synid_assets.core.errors import BackendError
 
 _MODEL_CACHE: dict[tuple, Any] = {}
 _MODEL_LOCK = threading.Lock()
@@ -60,24 +62,24 @@ class LanceDBResource(dg.ConfigurableResource):
         return EmbeddingStore(self.uri)
 
 
-_CPU_BACKENDS = frozenset({"template", "procedural", "dlib"})
-
-
 class BackendResource(dg.ConfigurableResource):
     """A backend named by the profile, built with its options and loaded lazily on first use.
 
-    CPU backends stay loaded for the life of the process (a module-level cache); GPU backends are held by
-    the resource and released after the step that used them, so the next step's model has the memory.
+    Backends whose class declares the CPU as their device (embedded ones) stay loaded for the life of the process
+    (a module-level cache); the others may hold a GPU: they are held by the resource and released after the step
+    that used them, so the next step's model has the memory. `keep_loaded` in the profile overrides either way.
     """
 
     backend: str
     options: dict[str, Any] = {}
-    keep_loaded: bool | None = None  # None: keep CPU backends, release GPU ones
+    keep_loaded: bool | None = None  # None: as the backend class declares (CPU backends kept, others released)
     _instance: Any = PrivateAttr(default=None)
     kind: ClassVar[str] = ""
 
     def _keep(self) -> bool:
-        return self.backend in _CPU_BACKENDS if self.keep_loaded is None else self.keep_loaded
+        if self.keep_loaded is not None:
+            return self.keep_loaded
+        return self.backend_class().requirements.stays_loaded
 
     def get(self) -> Any:
         if self._keep():
@@ -88,11 +90,8 @@ class BackendResource(dg.ConfigurableResource):
         return self._instance
 
     def _build(self) -> Any:
-        from synid_assets.core.config.registry import create_backend
-        from synid_assets.core.errors import BackendError
-
         try:
-            instance = create_backend(self.kind, self.backend, dict(self.options))
+            instance = registry.create_backend(self.kind, self.backend, dict(self.options))
             if hasattr(instance, "load"):
                 instance.load()
         except BackendError as exc:  # unknown backend or option, missing model (named in the message)
@@ -100,9 +99,10 @@ class BackendResource(dg.ConfigurableResource):
         return instance
 
     def backend_class(self) -> type:
-        from synid_assets.core.config.registry import backend_class
-
-        return backend_class(self.kind, self.backend)
+        try:
+            return registry.backend_class(self.kind, self.backend)
+        except BackendError as exc:  # unknown backend, missing package or declaration (named in the message)
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
 
     def release(self) -> None:
         """Drop a GPU backend's model and give its memory back."""
@@ -198,12 +198,6 @@ class FaceAnalyzerResource(BackendResource):
             raise dg.Failure(description=f"{exc.args[0]}: add it to the resource profile") from None
 
 
-def _options(section: dict[str, Any], reserved: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A profile section's backend options: everything but the backend name, reserved keys and nulls."""
-    skip = {"backend", "keep_loaded", *reserved}
-    return {k: v for k, v in section.items() if k not in skip and v is not None}
-
-
 def live_generator_entries(section: dict[str, Any]) -> list[LiveGeneratorEntry]:
     """A live_generator section is one backend, or `generators:` a list of them, each with its `count`."""
     listed = section.get("generators") or [section]
@@ -211,7 +205,7 @@ def live_generator_entries(section: dict[str, Any]) -> list[LiveGeneratorEntry]:
         LiveGeneratorEntry(
             backend=entry["backend"],
             count=entry.get("count"),
-            options=_options(entry, reserved=("count", "generators")),
+            options=registry.section_options("live_generator", entry),
             keep_loaded=entry.get("keep_loaded"),
         )
         for entry in listed
@@ -242,18 +236,18 @@ def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: s
         "lancedb": LanceDBResource(uri=str(DatasetLayout(home).lancedb_uri)),
         "prompt_writer": PromptWriterResource(
             backend=profile["prompt_writer"]["backend"],
-            options=_options(profile["prompt_writer"]),
+            options=registry.section_options("prompt_writer", profile["prompt_writer"]),
             keep_loaded=profile["prompt_writer"].get("keep_loaded"),
         ),
         "document_generator": DocumentGeneratorResource(
             backend=profile["document_generator"]["backend"],
-            options=_options(profile["document_generator"]),
+            options=registry.section_options("document_generator", profile["document_generator"]),
             keep_loaded=profile["document_generator"].get("keep_loaded"),
         ),
         "live_generator": LiveGeneratorResource(generators=live_generator_entries(profile["live_generator"])),
         "face_analyzer": FaceAnalyzerResource(
             backend=faces["backend"],
-            options=_options(faces, reserved=("fmr", "thresholds")),
+            options=registry.section_options("face_analyzer", faces),
             keep_loaded=faces.get("keep_loaded"),
             fmr=float(faces["fmr"]),
             thresholds=[

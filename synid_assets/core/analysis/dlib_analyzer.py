@@ -10,12 +10,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from synid_assets.core.analysis.types import FaceAnalysis, as_rgb_uint8, no_face
+from synid_assets.core.config.requirements import BackendRequirements, ModelNeed
 from synid_assets.core.errors import ModelLoadError
 
 SHAPE_PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -67,6 +69,13 @@ class DlibFaceAnalyzer:
 
     model_id = "dlib_face_recognition_resnet_model_v1"
     dim = 128
+    # What it needs (see core/config/requirements.py): the CPU. Its model files come with the
+    # face-recognition-models package (or a local model_dir): nothing to fetch.
+    requirements = BackendRequirements(device="cpu")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        return []
 
     def __init__(
         self, model_dir: str | None = None, upsample: int = 1, num_jitters: int = 0, retry_upsample: int | None = None

@@ -31,9 +31,10 @@ from __future__ import annotations
 import pickle
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from torch import nn
 
 from synid_assets.core.analysis.alignment import align_face_eyes
 from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8
+from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
 from synid_assets.core.errors import ModelLoadError
 
 FLUXSYNID_SOURCE = "FLUXSynID dataset_filtering/find_similar_ids.py (Raul2718/FLUXSynID @ b9b3041)"
@@ -343,6 +345,13 @@ class TorchFRSAnalyzer:
     """Detection + 5-point alignment + one of FLUXSynID's FRS (AdaFace / ArcFace / CurricularFace), 512-d."""
 
     dim = 512
+    # What it needs (see core/config/requirements.py): a GPU when one is visible (device="auto"), else the CPU.
+    requirements = BackendRequirements(device="any")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        """The detector's model pack and the FRS checkpoint: local paths (not on the hub in a standard layout)."""
+        return [local_model(options[key], key) for key in ("detector_model_dir", "checkpoint") if options.get(key)]
 
     def __init__(
         self,

@@ -21,14 +21,16 @@ in `load()`, so importing this module is cheap. The SCRFD pre/post-processing fo
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from synid_assets.core.analysis.alignment import align_face
 from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8, no_face
+from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
 from synid_assets.core.errors import ModelLoadError
 
 # insightface publishes no per-FMR cosine thresholds for its ArcFace packs (antelopev2/glintr100,
@@ -332,6 +334,13 @@ class InsightFaceAnalyzer:
     """SCRFD detection + 5-point ArcFace alignment + an ArcFace ONNX recognizer (512-d, cosine-compared)."""
 
     dim = 512
+    # What it needs (see core/config/requirements.py): onnxruntime takes CUDA when it is there, else the CPU.
+    requirements = BackendRequirements(device="any")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        """The model pack: a local directory (InsightFace packs are not on the hub in a standard layout)."""
+        return [local_model(options["model_dir"], "model_dir")] if options.get("model_dir") else []
 
     def __init__(
         self,

@@ -24,20 +24,6 @@ KNOWN_LICENSES: dict[str, str] = {
     "latent-consistency/lcm-lora-sdv1-5": "see model card",
 }
 
-# Only the diffusers-format folders of a FLUX repo: the root also holds a 23 GB single-file checkpoint.
-_DIFFUSERS_PATTERNS = [
-    "model_index.json",
-    "scheduler/*",
-    "text_encoder/*",
-    "text_encoder_2/*",
-    "tokenizer/*",
-    "tokenizer_2/*",
-    "transformer/*",
-    "vae/*",
-]
-_CAUSAL_LM_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
-
-
 @dataclass(frozen=True)
 class ModelRef:
     role: str  # which profile section uses it
@@ -69,57 +55,16 @@ def license_of(repo_id: str) -> str:
 
 
 def profile_models(profile: dict[str, Any]) -> list[ModelRef]:
-    """Every downloadable model a profile names, per backend."""
+    """Every model a profile's backends load, as each backend class declares them, in profile order."""
+    from synid_assets.core.config.registry import backend_class, profile_sections, resolved_options, section_options
+
     refs: list[ModelRef] = []
-    writer = profile["prompt_writer"]
-    if writer["backend"] == "llm":
-        model = writer.get("model_id", "Qwen/Qwen2.5-7B-Instruct")
-        refs.append(
-            ModelRef("prompt_writer", model, writer.get("revision"), tuple(_CAUSAL_LM_PATTERNS), license_of(model))
-        )
-    documents = profile["document_generator"]
-    if documents["backend"] == "flux":
-        model = documents.get("model_id", "black-forest-labs/FLUX.1-dev")
-        patterns = tuple(_DIFFUSERS_PATTERNS)
-        refs.append(ModelRef("document_generator", model, documents.get("revision"), patterns, license_of(model)))
-        if documents.get("lora"):
-            weight = documents.get("lora_weight_name")
-            refs.append(
-                ModelRef(
-                    "document_generator.lora",
-                    documents["lora"],
-                    documents.get("lora_revision"),
-                    (weight,) if weight else ("*.safetensors",),
-                    license_of(documents["lora"]),
-                )
-            )
-    for number, entry in enumerate(_live_entries(profile["live_generator"])):
-        role = f"live_generator[{number}]"
-        if entry["backend"] == "arc2face":
-            model = entry.get("model_id", "FoivosPar/Arc2Face")
-            patterns = ("arc2face/*", "encoder/*", "arcface.onnx")  # arcface.onnx: its ID embedder
-            refs.append(ModelRef(role, model, entry.get("revision"), patterns, license_of(model)))
-            base = entry.get("base_model_id", "stable-diffusion-v1-5/stable-diffusion-v1-5")
-            patterns = ("vae/*", "tokenizer/*", "scheduler/*", "model_index.json")
-            refs.append(ModelRef(f"{role}.base", base, entry.get("base_revision"), patterns, license_of(base)))
-            if entry.get("lcm_lora"):
-                lcm = entry["lcm_lora"]
-                refs.append(ModelRef(f"{role}.lcm_lora", lcm, None, ("*.safetensors",), license_of(lcm)))
-        elif entry["backend"] == "kontext":
-            model = entry.get("model_id", "black-forest-labs/FLUX.1-Kontext-dev")
-            patterns = tuple(_DIFFUSERS_PATTERNS)
-            refs.append(ModelRef(role, model, entry.get("revision"), patterns, license_of(model)))
-    faces = profile["face_analyzer"]
-    for key in ("model_dir", "detector_model_dir", "checkpoint"):
-        if faces.get(key) and faces["backend"] != "dlib":
-            # InsightFace packs and FRS checkpoints are not on the hub in a standard layout: local paths.
-            path = str(Path(faces[key]).expanduser())
-            refs.append(ModelRef(f"face_analyzer.{key}", path, None, None, "see the model's source"))
+    for role, kind, section in profile_sections(profile):
+        cls = backend_class(kind, section["backend"])
+        for need in cls.required_models(resolved_options(cls, section_options(kind, section))):
+            part_role = f"{role}.{need.part}" if need.part else role
+            refs.append(ModelRef(part_role, need.source, need.revision, need.files, need.license))
     return refs
-
-
-def _live_entries(section: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(section.get("generators") or [section])
 
 
 def _token() -> str | None:

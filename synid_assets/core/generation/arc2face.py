@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synid_assets.core.config.models import license_of
+from synid_assets.core.config.requirements import LORA_FILES, BackendRequirements, ModelNeed
 from synid_assets.core.errors import ModelLoadError
 from synid_assets.core.generation.torch_runtime import (
     load_lora,
@@ -121,6 +123,23 @@ class Arc2FaceLiveGenerator:
 
     name = "arc2face"
     version = "1"
+
+    # What it needs (see core/config/requirements.py): a GPU when one is visible (device="auto"), else the CPU.
+    requirements = BackendRequirements(device="any")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        """Arc2Face's UNet and encoder (arcface.onnx: its ID embedder), SD1.5's VAE and tokenizer, the LCM LoRA."""
+        model_id, base = options["model_id"], options["base_model_id"]
+        needs = [
+            ModelNeed(model_id, options["revision"], ("arc2face/*", "encoder/*", "arcface.onnx"), license_of(model_id)),
+            ModelNeed(base, options["base_revision"], ("vae/*", "tokenizer/*", "scheduler/*", "model_index.json"),
+                      license_of(base), part="base"),
+        ]
+        if options["lcm_lora"]:
+            lcm = options["lcm_lora"]
+            needs.append(ModelNeed(lcm, None, LORA_FILES, license_of(lcm), part="lcm_lora"))
+        return needs
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.config.models import license_of
+from synid_assets.core.config.requirements import FLUX_DIFFUSERS_FILES, LORA_FILES, BackendRequirements, ModelNeed
 from synid_assets.core.dataset.seeds import rng_for
 from synid_assets.core.errors import ModelLoadError
 from synid_assets.core.generation.torch_runtime import (
@@ -61,6 +62,19 @@ class FluxDocumentGenerator:
 
     name = "flux"
     version = "1"
+
+    # What it needs (see core/config/requirements.py): a GPU when one is visible (device="auto"), else the CPU.
+    requirements = BackendRequirements(device="any")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        """FLUX's diffusers folders, and the LoRA's weight file (its safetensors files when none is named)."""
+        model_id, lora = options["model_id"], options["lora"]
+        needs = [ModelNeed(model_id, options["revision"], FLUX_DIFFUSERS_FILES, license_of(model_id))]
+        if lora:
+            weight = options["lora_weight_name"]
+            needs.append(ModelNeed(lora, None, (weight,) if weight else LORA_FILES, license_of(lora), part="lora"))
+        return needs
 
     def __init__(
         self,

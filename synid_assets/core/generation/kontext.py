@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.config.models import license_of
+from synid_assets.core.config.requirements import FLUX_DIFFUSERS_FILES, BackendRequirements, ModelNeed
 from synid_assets.core.dataset.seeds import rng_for
 from synid_assets.core.generation.torch_runtime import (
     check_offload,
@@ -91,6 +92,15 @@ class KontextLiveGenerator:
 
     name = "kontext"
     version = "1"
+
+    # What it needs (see core/config/requirements.py): a GPU when one is visible (device="auto"), else the CPU.
+    requirements = BackendRequirements(device="any")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        """FLUX.1 Kontext's diffusers folders."""
+        model_id = options["model_id"]
+        return [ModelNeed(model_id, options["revision"], FLUX_DIFFUSERS_FILES, license_of(model_id))]
 
     def __init__(
         self,

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synid_assets.core.config.models import license_of
+from synid_assets.core.config.requirements import CAUSAL_LM_FILES, BackendRequirements, ModelNeed
 from synid_assets.core.dataset.seeds import stream_seed
 from synid_assets.core.errors import ModelLoadError
 from synid_assets.core.generation.template_prompts import CLOSING, GENDER_CLASSES, OPENING, template_prompt
@@ -157,6 +159,15 @@ class LLMPromptWriter:
 
     name = "llm"
     version = "1"
+
+    # What it needs (see core/config/requirements.py): a GPU when one is visible (device="auto"), else the CPU.
+    requirements = BackendRequirements(device="any")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        """The chat model's configs, tokenizer files and safetensors weights."""
+        model_id = options["model_id"]
+        return [ModelNeed(model_id, options["revision"], CAUSAL_LM_FILES, license_of(model_id))]
 
     def __init__(
         self,

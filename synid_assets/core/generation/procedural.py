@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from synid_assets.core.config.requirements import BackendRequirements, ModelNeed
 from synid_assets.core.generation.types import DocumentRequest, GeneratedImage, LiveRequest
 
 if TYPE_CHECKING:
@@ -15,6 +16,12 @@ class ProceduralDocumentGenerator:
     """Passport-like renders of an identity; geometry comes from the identity seed."""
 
     name = "procedural"
+    # What it needs (see core/config/requirements.py): the CPU, no model.
+    requirements = BackendRequirements(device="cpu")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        return []
 
     def __init__(self, size: int = 256) -> None:
         from synid_assets.core.generation import render
@@ -52,6 +59,12 @@ class ProceduralLiveGenerator:
     """Live captures of the same identity: pose, expression, lighting, background, blur and noise."""
 
     name = "procedural"
+    # What it needs (see core/config/requirements.py): the CPU, no model.
+    requirements = BackendRequirements(device="cpu")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        return []
 
     def __init__(self, size: int = 256) -> None:
         from synid_assets.core.generation import render

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from synid_assets.core.config.requirements import BackendRequirements, ModelNeed
 from synid_assets.core.generation.types import IdentityRecord, PromptResult
 
 GENDER_CLASSES = frozenset({"gender", "genders", "sex", "sexes"})
@@ -55,6 +57,12 @@ class TemplatePromptWriter:
 
     name = "template"
     version = "1"
+    # What it needs (see core/config/requirements.py): the CPU, no model.
+    requirements = BackendRequirements(device="cpu")
+
+    @classmethod
+    def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
+        return []
 
     def __init__(self, trigger: str = "") -> None:
         self.trigger = trigger
