@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,10 +49,18 @@ def eer(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
 
 def attribute_sampler(attributes_dir: str | Path | None = None) -> Callable[[np.random.Generator], Mapping[str, str]]:
     """Identities drawn with the project's spec sampler from an attributes dir (default: the shipped spec)."""
-    from synid_assets.core.spec.attributes import load_attribute_spec, sample_identity_attributes
+    from synid_assets.core.spec.loading import load_attribute_spec
+    from synid_assets.core.spec.sampling import sample_identity_attributes
 
     spec = load_attribute_spec(attributes_dir or ATTRIBUTES_DIR)
     return lambda rng: sample_identity_attributes(spec, rng)
+
+
+def analyzer_settings(section: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(backend, options) of a profile's face_analyzer section: what the backend is built with, not the
+    thresholds and operating point the filter reads from the same section."""
+    skip = ("backend", "keep_loaded", "fmr", "thresholds")
+    return str(section["backend"]), {k: v for k, v in section.items() if k not in skip and v is not None}
 
 
 def profile_analyzer(profile: str | None = "local"):
@@ -59,13 +68,21 @@ def profile_analyzer(profile: str | None = "local"):
     from synid_assets.core.config.profiles import load_profile
     from synid_assets.core.config.registry import create_backend
 
-    section = load_profile(profile)["face_analyzer"]
-    skip = ("backend", "keep_loaded", "fmr", "thresholds")
-    analyzer = create_backend(
-        "face_analyzer", section["backend"], {k: v for k, v in section.items() if k not in skip and v is not None}
-    )
+    backend, options = analyzer_settings(load_profile(profile)["face_analyzer"])
+    analyzer = create_backend("face_analyzer", backend, options)
     analyzer.load()
     return analyzer
+
+
+def round_threshold_up(value: float, decimals: int = 4) -> float:
+    """A similarity threshold rounded up to `decimals` places: never below the calibrated one, so a pair the
+    calibrated threshold rejects (score <= t) is rejected by the written one too and the FMR stays at target."""
+    from decimal import ROUND_CEILING, Decimal
+
+    # repr() is the shortest text that reads back as exactly this float, so a value already at `decimals`
+    # places stays as it is; rounding to nearest is monotonic, so the float read back is >= value.
+    rounded = Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_CEILING)
+    return float(rounded) + 0.0  # + 0.0 writes -0.0 as 0.0
 
 
 def pairwise_cosine(embeddings: np.ndarray) -> np.ndarray:

@@ -10,8 +10,9 @@ Formats read by `read_pairs`:
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,16 @@ def _label(text: str, path: Path, line: int) -> bool:
 
 
 def _inside(images: Path | None, relative: str, path: Path, line: int) -> Path:
+    """The image path under --images, normalised lexically: '..' may not climb out of the dir, while symlinks
+    inside it (an LFW tree linked rather than copied) are followed wherever they point, as the user laid them out."""
     candidate = Path(relative)
     if not candidate.is_absolute():
         if images is None:
             raise PairsFileError(f"{path}:{line}: relative image path {relative!r} needs --images DIR")
-        candidate = (images / candidate).resolve()
-        if not candidate.is_relative_to(images.resolve()):
-            raise PairsFileError(f"{path}:{line}: image path {relative!r} escapes {images}")
+        root = Path(os.path.abspath(images))
+        candidate = Path(os.path.normpath(root / candidate))
+        if not candidate.is_relative_to(root):
+            raise PairsFileError(f"{path}:{line}: image path {relative!r} escapes {images} (a '..' climbs out)")
     return candidate
 
 
@@ -118,31 +122,83 @@ def _read_csv(path: Path, lines: Sequence[str], root: Path | None) -> list[Pair]
     return pairs
 
 
-def score_pairs(pairs: Sequence[Pair], analyzer: Any) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """(genuine scores, impostor scores, counts). Images are embedded once each; a pair with an
-    undetected face is counted and left out, never scored on the whole frame."""
+@dataclass(frozen=True)
+class ImageFaces:
+    """What the analyzer found in one image: how many faces, and the box of the one scored (the largest)."""
+
+    face_count: int
+    bbox: tuple[int, int, int, int] | None
+
+
+@dataclass
+class PairScores:
+    """Scores of the labelled pairs, with what was left out and why."""
+
+    genuine: np.ndarray
+    impostor: np.ndarray
+    pairs: int
+    precomputed: int = 0
+    skipped_genuine: int = 0  # pairs left out because an image of theirs had no face
+    skipped_impostor: int = 0
+    images: dict[Path, ImageFaces] = field(default_factory=dict)
+
+    @property
+    def skipped_no_face(self) -> int:
+        return self.skipped_genuine + self.skipped_impostor
+
+    @property
+    def images_without_face(self) -> list[Path]:
+        return [path for path, faces in self.images.items() if faces.bbox is None]
+
+    @property
+    def images_with_several_faces(self) -> dict[Path, ImageFaces]:
+        return {path: faces for path, faces in self.images.items() if faces.face_count > 1}
+
+
+def score_pairs(pairs: Sequence[Pair], analyzer: Any) -> PairScores:
+    """Cosine scores of each pair's largest faces. Images are embedded once each; a pair with an undetected
+    face is counted and left out, never scored on the whole frame."""
     from synid_assets.core.analysis.images import load_rgb
 
-    counts = {"pairs": len(pairs), "skipped_no_face": 0, "precomputed": 0}
     embeddings: dict[Path, np.ndarray | None] = {}
+    images: dict[Path, ImageFaces] = {}
     needed = sorted({p for pair in pairs if pair.score is None for p in (pair.first, pair.second)})
     for start in range(0, len(needed), 32):
         chunk = needed[start : start + 32]
         for path, analysis in zip(chunk, analyzer.analyze_many([load_rgb(p) for p in chunk]), strict=True):
-            embeddings[path] = analysis.embedding if analysis.detected else None
+            found = analysis.detected and analysis.embedding is not None
+            embeddings[path] = analysis.embedding if found else None
+            images[path] = ImageFaces(int(analysis.face_count), analysis.bbox if found else None)
+    result = PairScores(np.empty(0), np.empty(0), pairs=len(pairs), images=images)
     genuine, impostor = [], []
     for pair in pairs:
         if pair.score is not None:
             score = pair.score
-            counts["precomputed"] += 1
+            result.precomputed += 1
         else:
             a, b = embeddings[pair.first], embeddings[pair.second]
             if a is None or b is None:
-                counts["skipped_no_face"] += 1
+                if pair.same:
+                    result.skipped_genuine += 1
+                else:
+                    result.skipped_impostor += 1
                 continue
             score = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
         (genuine if pair.same else impostor).append(score)
-    return np.asarray(genuine, np.float64), np.asarray(impostor, np.float64), counts
+    result.genuine, result.impostor = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
+    return result
+
+
+def thresholds_for(scores: PairScores, fmrs: Sequence[float] = (1e-3, 1e-4)) -> dict[str, Any]:
+    """`thresholds_from_scores` of scored pairs; when no impostor pair could be scored, the error says why."""
+    if scores.impostor.size == 0 and scores.skipped_impostor:
+        missing = scores.images_without_face
+        raise ValueError(
+            f"all {scores.skipped_impostor} impostor pairs were skipped because an image of each had no face "
+            f"detected ({len(missing)} of {len(scores.images)} images without a face); "
+            "thresholds need scored different-identity pairs"
+        )
+    return thresholds_from_scores(scores.genuine, scores.impostor, fmrs)
 
 
 def thresholds_from_scores(
