@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synid_assets.core.analysis.images import read_image
 from synid_assets.core.config.models import license_of
 from synid_assets.core.config.requirements import FLUX_DIFFUSERS_FILES, BackendRequirements, ModelNeed
 from synid_assets.core.dataset.seeds import rng_for
@@ -288,15 +289,12 @@ class KontextLiveGenerator:
         """One live image per request, in request order; requests of the same output size share pipeline calls."""
         if not requests:
             return []
-        from PIL import Image
-
         documents, digests = [], []
         for request in requests:
             path = Path(request.document_path)
             if not path.is_file():
                 raise FileNotFoundError(f"identity {request.identity.identity_id}: document image {path} is missing")
-            with Image.open(path) as image:
-                documents.append(image.convert("RGB"))
+            documents.append(read_image(path))  # upright RGB; an oversized file is one ImageReadError line
             digests.append(_sha256(path))
         self.load()
         drawn = [self.instruction_for(request.seed) for request in requests]
@@ -326,8 +324,6 @@ class KontextLiveGenerator:
 
     def regenerate(self, params: Mapping[str, Any]) -> Image.Image:
         """Re-make one image from its params: the recorded instruction, seed and size, on the same document file."""
-        from PIL import Image
-
         if params.get("generator", self.name) != self.name:
             raise ValueError(f"params were made by generator {params.get('generator')!r}, not {self.name!r}")
         mismatched = [f for f in _MODEL_FIELDS if f in params and params[f] != getattr(self, f)]
@@ -344,8 +340,7 @@ class KontextLiveGenerator:
         self.load()
         if params.get("revision") and self._resolved_revision and params["revision"] != self._resolved_revision:
             raise ValueError(f"params were made with revision {params['revision']}, this is {self._resolved_revision}")
-        with Image.open(path) as image:
-            document = image.convert("RGB")
+        document = read_image(path)
         size = (int(params["width"]), int(params["height"]))
         steps = int(params.get("steps", self.steps))  # the recorded sampling settings, not this generator's
         guidance = float(params.get("guidance", self.guidance))
