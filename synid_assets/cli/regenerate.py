@@ -17,7 +17,7 @@ def run_regenerate(image_id: str, profile_name: str | None, out: str | None) -> 
     import duckdb
 
     from synid_assets.core.config.profiles import load_profile
-    from synid_assets.core.config.registry import create_backend
+    from synid_assets.core.config.registry import create_backend, section_options
     from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes, png_bytes
     from synid_assets.core.errors import BackendError
 
@@ -45,9 +45,7 @@ def run_regenerate(image_id: str, profile_name: str | None, out: str | None) -> 
                 f"image {image_id} was made by {generator_name!r} but profile {profile['name']!r} uses "
                 f"{section.get('backend')!r}: pass --profile with a profile that uses {generator_name!r}"
             )
-        skip = ("backend", "keep_loaded", "count", "generators")
-        options = {k: v for k, v in section.items() if k not in skip and v is not None}
-        generator = create_backend(section_name, generator_name, options)
+        generator = create_backend(section_name, generator_name, section_options(section_name, section))
         if hasattr(generator, "load"):
             generator.load()
         image = generator.regenerate(params)
