@@ -12,6 +12,8 @@ def contact_sheet_jpeg(paths: Sequence[Path], thumb: int = 64, columns: int = 8,
     """Thumbnails of the first `limit` images on a grid, as a small JPEG."""
     from PIL import Image
 
+    from synid_assets.core.analysis.images import ImageReadError, read_image
+
     chosen = list(paths)[:limit]
     if not chosen:
         return b""
@@ -19,9 +21,8 @@ def contact_sheet_jpeg(paths: Sequence[Path], thumb: int = 64, columns: int = 8,
     sheet = Image.new("RGB", (columns * thumb, rows * thumb), (255, 255, 255))
     for i, path in enumerate(chosen):
         try:
-            with Image.open(path) as image:
-                tile = image.convert("RGB").resize((thumb, thumb), Image.Resampling.BILINEAR)
-        except OSError:
+            tile = read_image(path).resize((thumb, thumb), Image.Resampling.BILINEAR)
+        except ImageReadError:
             continue  # a missing thumbnail must not fail the materialization that made the images
         sheet.paste(tile, ((i % columns) * thumb, (i // columns) * thumb))
     buffer = io.BytesIO()
