@@ -12,10 +12,10 @@ import torch
 from synid_assets.core.dataset.layout import png_bytes
 from synid_assets.core.dataset.seeds import identity_seed, stream_seed
 from synid_assets.core.errors import ModelLoadError
-from synid_assets.core.generation.arc2face import (
+from synid_assets.core.generation.arc2face import Arc2FaceLiveGenerator
+from synid_assets.core.generation.arc2face_conditioning import (
     ARCFACE_DIM,
     ID_PROMPT,
-    Arc2FaceLiveGenerator,
     normalize_embedding,
     replace_id_token,
 )

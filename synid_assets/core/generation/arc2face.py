@@ -34,6 +34,13 @@ from typing import TYPE_CHECKING, Any
 from synid_assets.core.config.models import license_of
 from synid_assets.core.config.requirements import LORA_FILES, BackendRequirements, ModelNeed
 from synid_assets.core.errors import ModelLoadError
+from synid_assets.core.generation.arc2face_conditioning import (
+    ARCFACE_DIM,
+    ID_PROMPT,
+    ID_TOKEN,
+    normalize_embedding,
+    replace_id_token,
+)
 from synid_assets.core.generation.torch_runtime import (
     load_lora,
     looks_like_path,
@@ -48,9 +55,6 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-ID_PROMPT = "photo of a id person"
-ID_TOKEN = "id"
-ARCFACE_DIM = 512
 DTYPES = ("float16", "bfloat16", "float32")
 SCHEDULERS = {"dpm": "DPMSolverMultistepScheduler", "lcm": "LCMScheduler"}
 # Arc2Face weights: MIT (the licence on huggingface.co/FoivosPar/Arc2Face and of github.com/foivospar/Arc2Face). They
@@ -80,42 +84,6 @@ def _fetch_hint(model_id: str) -> str:
         f"Fetch it first with `synid models download PROFILE` (the profile naming {model_id!r}), or set it to a local "
         "directory in the model's layout (Arc2Face: arc2face/ and encoder/; SD1.5 base: vae/, tokenizer/, scheduler/)."
     )
-
-
-def normalize_embedding(vector: Sequence[float] | np.ndarray) -> np.ndarray:
-    """The L2-normalized float32 vector Arc2Face is conditioned on (ArcFace embeddings are compared by angle)."""
-    import numpy as np
-
-    array = np.asarray(vector, dtype=np.float64).reshape(-1)
-    norm = float(np.linalg.norm(array))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise ValueError("the ArcFace embedding is zero or not finite")
-    return (array / norm).astype(np.float32)
-
-
-def replace_id_token(
-    input_embeds: torch.Tensor, input_ids: torch.Tensor, id_token_id: int, vectors: torch.Tensor
-) -> torch.Tensor:
-    """Token embeddings with the embedding at each row's "id" token replaced by that row's vector, zero-padded.
-
-    input_embeds: [batch, seq, width] token embeddings; input_ids: [batch, seq]; vectors: [batch, d] with d <= width.
-    Every row must hold the id token exactly once. Returns a new tensor (the input is not changed).
-    """
-    import torch
-
-    batch, _, width = input_embeds.shape
-    if vectors.ndim != 2 or vectors.shape[0] != batch:
-        raise ValueError(f"vectors must be [batch={batch}, d], not {tuple(vectors.shape)}")
-    if vectors.shape[1] > width:
-        raise ValueError(f"a {vectors.shape[1]}-d vector does not fit the text width {width}")
-    mask = input_ids == id_token_id
-    counts = mask.sum(dim=1)
-    if not bool((counts == 1).all()):
-        raise ValueError(f"every row must hold the id token {id_token_id} exactly once (counts {counts.tolist()})")
-    padded = torch.nn.functional.pad(vectors, (0, width - vectors.shape[1]))
-    out = input_embeds.clone()
-    out[mask] = padded.to(dtype=out.dtype, device=out.device)
-    return out
 
 
 class Arc2FaceLiveGenerator:
