@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synid_assets.core.filtering import scale as fs  # noqa: E402
+from synid_assets.core.filtering.similarity import dataset_fmr  # noqa: E402
 
 
 def synthetic(
@@ -157,7 +158,7 @@ def main() -> None:
             f"[{time.perf_counter() - t:.1f}s]"
         )
     if target is None:
-        target = float(f"{fs._fmr(n, len(pairs)) / 4:.1g}")
+        target = float(f"{dataset_fmr(n, len(pairs)) / 4:.1g}")
         print(f"target_fmr (default, a quarter of the FMR before filtering): {target:g}")
     del pairs, sims
     t_decide: dict[str, float] = {}

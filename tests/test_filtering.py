@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from synid_assets.core.dataset.vectorstore import ACCEPTED_TABLE, EmbeddingStore
-from synid_assets.core.filtering.incremental import normalize_rows, strict_filter
+from synid_assets.core.filtering.incremental import strict_filter
+from synid_assets.core.filtering.similarity import unit_rows
 
 
 def clustered_vectors(n_clusters: int, per_cluster: int, dim: int = 16, seed: int = 0) -> np.ndarray:
     """Clusters of near-duplicates around random centres, shuffled, so the right answer is known."""
     rng = np.random.default_rng(seed)
-    centres = normalize_rows(rng.normal(size=(n_clusters, dim)))
+    centres = unit_rows(rng.normal(size=(n_clusters, dim)))
     vectors = np.repeat(centres, per_cluster, axis=0) + 0.02 * rng.normal(size=(n_clusters * per_cluster, dim))
-    return normalize_rows(vectors[rng.permutation(len(vectors))])
+    return unit_rows(vectors[rng.permutation(len(vectors))])
 
 
 def test_keeps_first_of_each_near_duplicate_cluster() -> None:
@@ -22,7 +23,7 @@ def test_keeps_first_of_each_near_duplicate_cluster() -> None:
     decisions = strict_filter(ids, vectors, threshold=0.9)
     accepted = [d for d in decisions if d.accepted]
     assert len(accepted) == 10
-    sims = normalize_rows(vectors) @ normalize_rows(vectors).T
+    sims = unit_rows(vectors) @ unit_rows(vectors).T
     kept = [i for i, d in enumerate(decisions) if d.accepted]
     assert (sims[np.ix_(kept, kept)] - np.eye(len(kept)) <= 0.9).all()
     # Every rejection names an earlier accepted identity above the threshold.

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synid_assets.core.filtering.rules import CandidatePairs, fmr_rule, strict_rule
+from synid_assets.core.filtering.similarity import unit_rows
+
 # Given query vectors (k, d), return for each the nearest previously accepted identity and its cosine.
 PriorSearch = Callable[[np.ndarray], list[tuple[str | None, float | None]]]
 
@@ -23,12 +26,6 @@ class FilterDecision:
     similarity: float | None
     threshold: float
     accepted: bool
-
-
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 def strict_filter(
@@ -43,24 +40,25 @@ def strict_filter(
     """
     if len(identity_ids) == 0:
         return []
-    unit = normalize_rows(vectors)
+    unit = unit_rows(vectors)
     if unit.shape[0] != len(identity_ids):
         raise ValueError(f"{len(identity_ids)} ids but {unit.shape[0]} vectors")
     prior = prior_search(unit) if prior_search is not None else [(None, None)] * len(identity_ids)
     within = unit @ unit.T  # batches are small (tens to thousands): the dense block is cheap
-    accepted_rows: list[int] = []
+    # the nearest earlier acceptance above the threshold is enough: strict mode drops on any one match
+    prior_matches = np.array([sim is not None and sim > threshold for _, sim in prior], dtype=np.int64)
+    # compared in float64, as the reported (python float) similarities are
+    accepted = strict_rule(CandidatePairs.from_similarities(within.astype(np.float64), threshold, prior_matches))
     decisions: list[FilterDecision] = []
     for row, identity in enumerate(identity_ids):
         nearest_id, nearest_sim = prior[row]
-        if accepted_rows:
-            sims = within[row, accepted_rows]
+        accepted_before = np.flatnonzero(accepted[:row])
+        if len(accepted_before):
+            sims = within[row, accepted_before]
             best = int(np.argmax(sims))
             if nearest_sim is None or float(sims[best]) > nearest_sim:
-                nearest_id, nearest_sim = identity_ids[accepted_rows[best]], float(sims[best])
-        accepted = nearest_sim is None or nearest_sim <= threshold
-        if accepted:
-            accepted_rows.append(row)
-        decisions.append(FilterDecision(identity, nearest_id, nearest_sim, threshold, accepted))
+                nearest_id, nearest_sim = identity_ids[accepted_before[best]], float(sims[best])
+        decisions.append(FilterDecision(identity, nearest_id, nearest_sim, threshold, bool(accepted[row])))
     return decisions
 
 
@@ -85,24 +83,12 @@ def incremental_fmr_filter(
     n = len(identity_ids)
     if n == 0:
         return [], prior_edges
-    unit = normalize_rows(vectors)
+    unit = unit_rows(vectors)
     sims = unit @ unit.T
+    prior_matches = np.array([sum(sim > threshold for _, sim in p) for p in prior_neighbours], dtype=np.int64)
+    candidates = CandidatePairs.from_similarities(sims, threshold, prior_matches, prior_accepted, prior_edges)
+    active = fmr_rule(candidates, target_fmr)
     np.fill_diagonal(sims, -np.inf)
-    adjacent = sims > threshold
-    active = np.ones(n, dtype=bool)
-    prior_above = np.array([sum(sim > threshold for _, sim in p) for p in prior_neighbours], dtype=np.int64)
-    degree = adjacent.sum(axis=1) + prior_above
-    edges = prior_edges + int(adjacent.sum()) // 2 + int(prior_above.sum())
-    members = prior_accepted + n
-    # Batches are small (hundreds): a linear scan for the maximum degree is simpler than a heap here.
-    while members > 1 and 2 * edges / (members * (members - 1)) > target_fmr and active.any():
-        removed = int(np.argmax(np.where(active, degree, -1)))
-        if degree[removed] == 0:
-            break  # nothing left to remove that would lower the FMR
-        active[removed] = False
-        edges -= int(degree[removed])
-        degree[adjacent[removed] & active] -= 1
-        members -= 1
     decisions = []
     for row, identity in enumerate(identity_ids):
         nearest_id, nearest_sim = None, None
@@ -116,4 +102,4 @@ def incremental_fmr_filter(
             if nearest_sim is None or float(others[best]) > nearest_sim:
                 nearest_id, nearest_sim = identity_ids[best], float(others[best])
         decisions.append(FilterDecision(identity, nearest_id, nearest_sim, threshold, bool(active[row])))
-    return decisions, edges
+    return decisions, candidates.accepted_edges(active)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synid_assets.core.filtering.similarity import unit_rows
+
 
 class GalleryError(ValueError):
     """A reference gallery that cannot be used; the message names it and the problem."""
@@ -59,7 +61,7 @@ class Gallery:
                 f"leak gallery {self.source}: vectors have {self.dim} dimensions, the embedder {queries.shape[1]}:"
                 " embed the gallery with the profile's face analyzer"
             )
-        unit = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        unit = unit_rows(queries)
         if self._table is not None:
             out = []
             has_id = "id" in self._table.schema.names
@@ -74,8 +76,7 @@ class Gallery:
         best_sim = np.full(len(unit), -np.inf, dtype=np.float32)
         best_row = np.zeros(len(unit), dtype=np.int64)
         for start in range(0, self._vectors.shape[0], block):  # memory-mapped: read a block at a time
-            chunk = np.asarray(self._vectors[start : start + block], dtype=np.float32)
-            chunk = chunk / np.maximum(np.linalg.norm(chunk, axis=1, keepdims=True), 1e-12)
+            chunk = unit_rows(self._vectors[start : start + block])
             sims = unit @ chunk.T
             rows = sims.argmax(axis=1)
             values = sims[np.arange(len(unit)), rows]
