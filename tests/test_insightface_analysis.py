@@ -5,16 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from synid_assets.core.analysis.alignment import align_face  # noqa: E402
-from synid_assets.core.analysis.insightface_analyzer import THRESHOLDS, InsightFaceAnalyzer, nms  # noqa: E402
+from synid_assets.core.analysis.insightface_analyzer import THRESHOLDS, InsightFaceAnalyzer
 from synid_assets.core.analysis.types import FaceAnalyzer
 from synid_assets.core.errors import ModelLoadError
 from synid_assets.random_models import faces as tiny_faces
 
-LANDMARK_ATOL = 0.0
-CROP_MAX_LEVELS = 0
-CROP_MEAN_LEVELS = 0.0
-EMBEDDING_MIN_COSINE = 1.0 - 1e-6
+LANDMARK_ATOL = 1e-4  # float32 coordinates of a few hundred pixels
+CROP_MAX_LEVELS = 1  # rounding of cv2's fixed-point bilinear weights
+CROP_MEAN_LEVELS = 0.01
+EMBEDDING_ATOL = 1e-4  # a one-level crop difference on a few pixels, through the tiny recognizer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -53,7 +52,9 @@ def test_reports_the_known_face_and_a_unit_embedding(analyzer):
     assert result.embedding.dtype == np.float32 and result.embedding.shape == (512,)
     assert np.linalg.norm(result.embedding) == pytest.approx(1.0, abs=1e-5)
     assert result.aligned.shape == (112, 112, 3) and result.aligned.dtype == np.uint8
-    np.testing.assert_array_equal(result.aligned, align_face(img, np.array(face.kps)))
+    from insightface.utils import face_align
+
+    np.testing.assert_array_equal(result.aligned, face_align.norm_crop(img, np.array(face.kps, np.float64)))
 
 
 def test_letterbox_scale_maps_back_to_image_coordinates(analyzer):
@@ -92,21 +93,11 @@ def test_all_low_scores_give_no_face(tmp_path):
 
 
 def test_largest_face_is_chosen(tmp_path):
-    small = tiny_faces.TinyFace(
-        center=(128.0, 128.0),
-        box=(100.0, 100.0, 156.0, 160.0),
-        kps=((115.0, 120.0), (141.0, 120.0), (128.0, 132.0), (118.0, 145.0), (138.0, 145.0)),
-        logit=30.0,  # the more confident face is the smaller one
-    )
+    small = tiny_faces.small_face()  # the more confident face is the smaller one
     pack = tiny_faces.build_pack(tmp_path, faces=[small, tiny_faces.default_face()], pack="two")
     result = InsightFaceAnalyzer(str(pack)).analyze(tiny_faces.face_image())
     assert result.face_count == 2
     assert result.bbox == (240, 180, 400, 400)
-
-
-def test_nms_keeps_the_best_of_overlapping_boxes():
-    dets = np.array([[0, 0, 10, 10, 0.9], [1, 1, 11, 11, 0.95], [50, 50, 60, 60, 0.5]], dtype=np.float32)
-    assert nms(dets) == [1, 2]
 
 
 def test_missing_pack_folder_is_named(tmp_path):
@@ -143,9 +134,14 @@ def test_no_invented_thresholds():
 
 
 # --- parity with the analyzer before it used insightface's model zoo and face_align ---------------------------
-# tests/fixtures/insightface_parity.npz was recorded with synid_assets' own SCRFD decoding and numpy alignment
-# (commit 64a1151) on the tiny packs below: per pack and image, the bbox, face count, 5 landmarks, detection
-# score, the aligned 112x112 crop (pack "one" only: pack "two" aligns the same largest face) and the embedding.
+# tests/fixtures/insightface_parity.npz was recorded with synid_assets' own SCRFD decoding, numpy alignment and
+# onnxruntime recognizer code (commit 64a1151) on the tiny packs below: per pack and image, the bbox, face count,
+# 5 landmarks, detection score, the embedding and the aligned 112x112 crop (not for pack "two": it aligns the same
+# largest face as pack "one"). The tiny detector ignores pixel values, so detection parity covers the letterbox
+# scale and the decoding, not the resize filter (insightface: cv2 INTER_LINEAR; before: Pillow bilinear).
+# Measured against insightface 2.1: bboxes, face counts, landmarks and scores identical; crops differ by at most
+# 1 grey level on 0.1% of the pixels of noise images (cv2.warpAffine's 5-bit fixed-point bilinear weights against
+# float64 weights), embeddings by at most 2.5e-5 per component; the same crops give the same embeddings (3e-8).
 PARITY = Path(__file__).parent / "fixtures" / "insightface_parity.npz"
 PARITY_IMAGES = {
     "noise_640": lambda: tiny_faces.face_image(seed=0),
@@ -157,13 +153,14 @@ PARITY_IMAGES = {
 
 @pytest.fixture(scope="module")
 def parity_analyzers(pack, tmp_path_factory):
-    two = tiny_faces.build_pack(
-        tmp_path_factory.mktemp("parity"), faces=[tiny_faces.small_face(), tiny_faces.default_face()], pack="two"
-    )
-    return {"one": InsightFaceAnalyzer(str(pack), batch_size=2), "two": InsightFaceAnalyzer(str(two), batch_size=2)}
+    root = tmp_path_factory.mktemp("parity")
+    two = tiny_faces.build_pack(root, faces=[tiny_faces.small_face(), tiny_faces.default_face()], pack="two")
+    tilted = tiny_faces.build_pack(root, faces=[tiny_faces.tilted_face()], pack="tilted")
+    packs = {"one": pack, "two": two, "tilted": tilted}
+    return {name: InsightFaceAnalyzer(str(path), batch_size=2) for name, path in packs.items()}
 
 
-@pytest.mark.parametrize("pack_name", ["one", "two"])
+@pytest.mark.parametrize("pack_name", ["one", "two", "tilted"])
 def test_parity_with_the_pre_insightface_analyzer(parity_analyzers, pack_name):
     expected = np.load(PARITY)
     analyzer = parity_analyzers[pack_name]
@@ -176,19 +173,18 @@ def test_parity_with_the_pre_insightface_analyzer(parity_analyzers, pack_name):
         assert result.face_count == int(expected[f"{key}__face_count"]), key
         np.testing.assert_allclose(result.landmarks, expected[f"{key}__landmarks"], rtol=0, atol=LANDMARK_ATOL)
         assert result.detection_score == pytest.approx(float(expected[f"{key}__score"]), abs=1e-6)
-        crop_key = f"one__{name}__aligned"
+        crop_key = f"{'one' if pack_name == 'two' else pack_name}__{name}__aligned"
         crop_diff = np.abs(result.aligned.astype(np.int16) - expected[crop_key].astype(np.int16))
         assert crop_diff.max() <= CROP_MAX_LEVELS, (key, int(crop_diff.max()))
         assert crop_diff.mean() <= CROP_MEAN_LEVELS, (key, float(crop_diff.mean()))
-        cosine = float(np.dot(result.embedding, expected[f"{key}__embedding"]))
-        assert cosine >= EMBEDDING_MIN_COSINE, (key, cosine)
+        np.testing.assert_allclose(result.embedding, expected[f"{key}__embedding"], rtol=0, atol=EMBEDDING_ATOL)
 
 
 def test_recognizer_parity_on_the_recorded_crops(analyzer):
     # The same crops in, the same embeddings out: the recognizer path alone, free of alignment differences.
     expected = np.load(PARITY)
     names = list(PARITY_IMAGES)
-    crops = [expected[f"one__{n}__aligned"] for n in names]
-    got = analyzer.embed_aligned(crops)
-    want = np.stack([expected[f"one__{n}__embedding"] for n in names])
+    keys = [f"{pack}__{n}" for pack in ("one", "tilted") for n in names]
+    got = analyzer.embed_aligned([expected[f"{k}__aligned"] for k in keys])  # batch_size=2: four runs
+    want = np.stack([expected[f"{k}__embedding"] for k in keys])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

@@ -1,15 +1,21 @@
-"""5-point face alignment to the 112x112 ArcFace template (numpy only, no OpenCV).
+"""Two-point (eye) alignment to the 112x112 ArcFace template (numpy only, no OpenCV), for detectors without mouth
+corners.
+
+The 5-point alignment of a detector that gives all five points is insightface's `face_align.norm_crop` (the
+InsightFace analyzer calls it); insightface has no alignment from two points, which the torch FRS analyzer needs
+with dlib's landmarks (eye corners and nose base only), so that stays here.
 
 The template is insightface's `arcface_dst` (python-package/insightface/utils/face_align.py): left eye, right
 eye, nose tip, left mouth corner, right mouth corner, as they appear in the image (the "left" eye is the one
 on the image's left). FLUXSynID's MTCNN aligned crop uses the same five reference points.
 
 `estimate_similarity` is Umeyama's least-squares similarity (rotation + uniform scale + translation), which is
-what insightface's `estimate_norm` computes with skimage's SimilarityTransform. `align_face` warps with numpy
-bilinear sampling in OpenCV's pixel convention (integer coordinates are pixel centres; output pixel (x, y)
-samples the source at M^-1 (x, y)), with zeros outside the source, i.e. what `cv2.warpAffine(img, M, (112,
-112), borderValue=0)` produces with INTER_LINEAR up to rounding. Pillow's affine transform is not used because
-it puts pixel centres at +0.5, which would shift the crop by half a pixel against the template.
+what insightface's `estimate_norm` computes with skimage's SimilarityTransform. `warp_affine` is numpy bilinear
+sampling in OpenCV's pixel convention (integer coordinates are pixel centres; output pixel (x, y) samples the
+source at M^-1 (x, y)), with zeros outside the source, i.e. what `cv2.warpAffine(img, M, (112, 112),
+borderValue=0)` produces with INTER_LINEAR up to rounding (tests/test_alignment.py checks both against insightface
+and OpenCV). Pillow's affine transform is not used because it puts pixel centres at +0.5, which would shift the
+crop by half a pixel against the template.
 """
 
 from __future__ import annotations
@@ -118,19 +124,6 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) ->
         out = np.clip(np.rint(out), info.min, info.max)
     result = out.astype(img.dtype)
     return result[:, :, 0] if squeeze else result
-
-
-def alignment_matrix(landmarks5: np.ndarray, size: int = TEMPLATE_SIZE) -> np.ndarray:
-    """The 2x3 similarity taking the 5 detected landmarks onto the ArcFace template for a size x size crop."""
-    lmk = np.asarray(landmarks5, dtype=np.float64).reshape(-1, 2)
-    if lmk.shape != (5, 2):
-        raise ValueError(f"expected 5 (x, y) landmarks, got shape {np.asarray(landmarks5).shape}")
-    return estimate_similarity(lmk, arcface_template(size))
-
-
-def align_face(image_rgb: np.ndarray, landmarks5: np.ndarray, size: int = TEMPLATE_SIZE) -> np.ndarray:
-    """The size x size face crop whose 5 landmarks sit on the ArcFace template (numpy bilinear warp)."""
-    return warp_affine(image_rgb, alignment_matrix(landmarks5, size), (size, size))
 
 
 def align_face_eyes(image_rgb: np.ndarray, left_eye: np.ndarray, right_eye: np.ndarray, size: int = 112) -> np.ndarray:

@@ -1,21 +1,21 @@
-"""InsightFace model packs on onnxruntime: SCRFD detection + 5 keypoints, ArcFace-template alignment, ArcFace ONNX.
+"""InsightFace model packs through the insightface library: SCRFD + 5 keypoints, norm_crop alignment, ArcFace ONNX.
 
-Mirrors `DlibFaceAnalyzer` (model_id, dim, load(), analyze(), analyze_many()). onnxruntime and onnx are imported
-in `load()`, so importing this module is cheap. The SCRFD pre/post-processing follows insightface's
-`python-package/insightface/model_zoo/scrfd.py` and the recognizer's input convention its `arcface_onnx.py`:
+Mirrors `DlibFaceAnalyzer` (model_id, dim, load(), analyze(), analyze_many()). insightface, onnx and onnxruntime
+are imported in `load()`, so importing this module is cheap. What insightface does:
 
-- detector input: the image letterboxed (aspect kept, padded right/bottom with black) into det_size x det_size,
-  RGB (insightface feeds its BGR frames through `blobFromImage(..., swapRB=True)`, i.e. the network sees RGB),
-  (x - 127.5) / 128, NCHW float32.
-- detector outputs, in this order: scores for strides 8, 16, 32, then bbox distances for 8, 16, 32, then (in the
-  `bnkps` models) keypoint offsets for 8, 16, 32; each (H/s * W/s * 2, C) or with a leading batch axis of 1.
-  Anchor centres are (x*s, y*s) repeated for the 2 anchors per location; distances are multiplied by the stride;
-  box = (cx - l, cy - t, cx + r, cy + b), keypoint k = (cx + dx_k, cy + dy_k). Score threshold, then NMS at
-  IoU 0.4 (insightface's +1 pixel area convention). 5-stride / 1-anchor variants (10 or 15 outputs) also decode.
-- resizing uses Pillow's bilinear filter (insightface uses cv2.resize INTER_LINEAR; on downscaling Pillow also
-  antialiases, so boxes can differ from insightface's by a fraction of a pixel).
-- recognizer input: the aligned 112x112 RGB crop, (x - 127.5) / 127.5, NCHW; models converted from mxnet that
-  normalize inside the graph (a Sub and a Mul among the first 8 nodes) get raw 0..255 pixels, as insightface does.
+- `insightface.model_zoo.get_model` routes each .onnx file to its class and opens its onnxruntime session (with
+  the providers given, else insightface's default: CoreML, CUDA or CPU, with the CUDA libraries preloaded).
+- `SCRFD.detect`: letterbox into det_size x det_size (cv2.resize), (x - 127.5) / 128, decode the 3- or 5-stride
+  score/box/keypoint outputs, threshold and NMS at IoU 0.4. It takes OpenCV's BGR frames (its blobFromImage swaps
+  them back to RGB for the network), so RGB images are flipped before the call.
+- `face_align.norm_crop`: the similarity (skimage) onto the 112x112 ArcFace template, cv2.warpAffine.
+- `ArcFaceONNX.get_feat`: BGR crops -> RGB, (x - 127.5) / 127.5 (raw pixels for mxnet-converted graphs that
+  normalize inside), one onnxruntime run per batch.
+
+What stays here, because insightface does not do it: finding the detector and the recognizer in a pack folder by
+their graph signature (get_model only takes the alphabetically last .onnx of a folder), one-line errors naming
+the missing or wrong file, the largest face of several, results for images without a face, cutting the
+recognizer's input into batches (and padding them for graphs with a fixed batch size), L2-normalizing embeddings.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from synid_assets.core.analysis.alignment import align_face
 from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8, no_face
 from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
 from synid_assets.core.errors import ModelLoadError
@@ -45,9 +44,7 @@ PACK_HELP = (
     "pack from the insightface model zoo release into that folder."
 )
 
-NMS_IOU = 0.4
-DET_MEAN, DET_STD = 127.5, 128.0
-REC_MEAN, REC_STD = 127.5, 127.5
+NMS_IOU = 0.4  # insightface's SCRFD default
 
 
 @dataclass
@@ -55,7 +52,6 @@ class OnnxModelInfo:
     path: Path
     inputs: list[tuple[str, list[int | str | None]]]
     outputs: list[tuple[str, list[int | str | None]]]
-    normalizes_inside: bool  # mxnet-converted recognizer with Sub + Mul at the graph start
 
     @property
     def role(self) -> str | None:
@@ -88,7 +84,7 @@ def _dims(value_info) -> list[int | str | None]:
 
 
 def inspect_onnx(path: str | Path) -> OnnxModelInfo:
-    """Read an ONNX model's graph inputs (weights excluded), outputs and whether it normalizes its own input."""
+    """Read an ONNX model's graph inputs (weights excluded) and outputs, to tell a detector from a recognizer."""
     import onnx
 
     path = Path(path)
@@ -100,13 +96,7 @@ def inspect_onnx(path: str | Path) -> OnnxModelInfo:
     initializers = {init.name for init in graph.initializer}
     inputs = [(vi.name, _dims(vi)) for vi in graph.input if vi.name not in initializers]
     outputs = [(vi.name, _dims(vi)) for vi in graph.output]
-    find_sub = find_mul = False
-    for node in graph.node[:8]:
-        if node.name.startswith("Sub") or node.name.startswith("_minus"):
-            find_sub = True
-        if node.name.startswith("Mul") or node.name.startswith("_mul"):
-            find_mul = True
-    return OnnxModelInfo(path=path, inputs=inputs, outputs=outputs, normalizes_inside=find_sub and find_mul)
+    return OnnxModelInfo(path=path, inputs=inputs, outputs=outputs)
 
 
 def _pack_dir(model_dir: str | Path) -> Path:
@@ -170,61 +160,23 @@ def find_recognizer(model_dir: str | Path, recognizer: str | None = None) -> Onn
     return found[0]
 
 
-def default_providers() -> list[str]:
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-def _session(path: Path, providers: list[str] | None):
-    import onnxruntime
-
+def zoo_model(path: Path, expected: str, providers: list[str] | None = None, **options: Any) -> Any:
+    """insightface's model zoo object (`SCRFD`, `ArcFaceONNX`) for one .onnx file, with its onnxruntime session."""
     try:
-        return onnxruntime.InferenceSession(str(path), providers=providers or default_providers())
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ModelLoadError(f"onnxruntime cannot load {path}: {exc}. {PACK_HELP}") from exc
-
-
-def _letterbox(img: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float]:
-    from PIL import Image
-
-    im_ratio = img.shape[0] / img.shape[1]
-    if im_ratio > height / width:
-        new_h = height
-        new_w = max(1, int(new_h / im_ratio))
-    else:
-        new_w = width
-        new_h = max(1, int(new_w * im_ratio))
-    scale = new_h / img.shape[0]
-    resized = np.asarray(Image.fromarray(img).resize((new_w, new_h), Image.Resampling.BILINEAR))
-    canvas = np.zeros((height, width, 3), dtype=np.uint8)
-    canvas[:new_h, :new_w] = resized
-    return canvas, scale
-
-
-def nms(dets: np.ndarray, iou: float = NMS_IOU) -> list[int]:
-    """Greedy NMS over rows (x1, y1, x2, y2, score); indices kept, best first (insightface's +1 area convention)."""
-    x1, y1, x2, y2, scores = (dets[:, i] for i in range(5))
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = scores.argsort()[::-1]
-    keep: list[int] = []
-    while order.size > 0:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        ovr = inter / (areas[i] + areas[rest] - inter)
-        order = rest[ovr <= iou]
-    return keep
+        from insightface.model_zoo import get_model
+    except ImportError as exc:
+        raise ModelLoadError(f"insightface cannot be imported (`pip install insightface`): {exc}") from exc
+    try:
+        model = get_model(str(path), providers=providers, **options)
+    except Exception as exc:  # noqa: BLE001 - onnx and onnxruntime raise their own exception types
+        raise ModelLoadError(f"insightface cannot load {path}: {exc}. {PACK_HELP}") from exc
+    if type(model).__name__ != expected:
+        raise ModelLoadError(f"insightface's model zoo reads {path} as {type(model).__name__}, not as {expected}")
+    return model
 
 
 class SCRFDDetector:
-    """An SCRFD ONNX detector with 5 keypoints; `detect(rgb)` -> (boxes Nx5 [x1,y1,x2,y2,score], kps Nx5x2)."""
+    """insightface's SCRFD on RGB images; `detect(rgb)` -> (boxes Nx5 [x1,y1,x2,y2,score], kps Nx5x2)."""
 
     def __init__(
         self,
@@ -235,73 +187,31 @@ class SCRFDDetector:
         nms_thresh: float = NMS_IOU,
     ) -> None:
         self.info = info
-        self.session = _session(info.path, providers)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        in_shape = info.inputs[0][1]
-        if isinstance(in_shape[2], int) and isinstance(in_shape[3], int):
-            self.input_size = (int(in_shape[3]), int(in_shape[2]))  # (width, height) fixed by the model
-        else:
-            self.input_size = (int(det_size), int(det_size))
-        n_out = len(self.output_names)
-        self.fmc = 3 if n_out in (6, 9) else 5
-        self.strides = [8, 16, 32] if self.fmc == 3 else [8, 16, 32, 64, 128]
-        self.num_anchors = 2 if self.fmc == 3 else 1
-        self.use_kps = n_out in (9, 15)
-        self.det_thresh = float(det_thresh)
-        self.nms_thresh = float(nms_thresh)
-        self._centers: dict[tuple[int, int, int], np.ndarray] = {}
+        # static_shape_sessions=False: one session per model. insightface's default builds a second session of
+        # the same graph per input size with the shapes fixed: twice the load time and memory, same outputs.
+        self.model = zoo_model(info.path, "SCRFD", providers, static_shape_sessions=False)
+        # One scale: without input_size insightface 2.x runs every image at 128x128 and 640x640 and merges them.
+        self.model.prepare(
+            0, input_size=(int(det_size), int(det_size)), det_thresh=float(det_thresh), nms_thresh=float(nms_thresh)
+        )
 
-    def _anchor_centers(self, height: int, width: int, stride: int) -> np.ndarray:
-        key = (height, width, stride)
-        if key not in self._centers:
-            centers = np.stack(np.mgrid[:height, :width][::-1], axis=-1).astype(np.float32)
-            centers = (centers * stride).reshape(-1, 2)
-            if self.num_anchors > 1:
-                centers = np.repeat(centers, self.num_anchors, axis=0)
-            self._centers[key] = centers
-        return self._centers[key]
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) the network sees: det_size, or the size a fixed-shape model was exported with."""
+        return tuple(self.model.input_size)
 
     def detect(self, img_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        width, height = self.input_size
-        canvas, scale = _letterbox(img_rgb, width, height)
-        blob = ((canvas.astype(np.float32) - DET_MEAN) / DET_STD).transpose(2, 0, 1)[None]
-        outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(blob)})
-        boxes_all, scores_all, kps_all = [], [], []
-        for idx, stride in enumerate(self.strides):
-            scores = np.asarray(outs[idx]).reshape(-1)
-            bbox = np.asarray(outs[idx + self.fmc]).reshape(-1, 4) * stride
-            centers = self._anchor_centers(height // stride, width // stride, stride)
-            if scores.shape[0] != centers.shape[0]:
-                raise ValueError(
-                    f"{self.info.path.name}: stride {stride} gives {scores.shape[0]} scores for "
-                    f"{centers.shape[0]} anchors at input {width}x{height}"
-                )
-            pos = np.where(scores >= self.det_thresh)[0]
-            if pos.size == 0:
-                continue
-            c = centers[pos]
-            d = bbox[pos]
-            boxes_all.append(np.stack([c[:, 0] - d[:, 0], c[:, 1] - d[:, 1], c[:, 0] + d[:, 2], c[:, 1] + d[:, 3]], 1))
-            scores_all.append(scores[pos])
-            if self.use_kps:
-                k = np.asarray(outs[idx + 2 * self.fmc]).reshape(-1, 10)[pos] * stride
-                kps = k.reshape(-1, 5, 2) + c[:, None, :]
-                kps_all.append(kps)
-        if not scores_all:
-            return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
-        dets = np.hstack([np.vstack(boxes_all) / scale, np.concatenate(scores_all)[:, None]]).astype(np.float32)
-        kps = (np.vstack(kps_all) / scale).astype(np.float32)
-        order = dets[:, 4].argsort()[::-1]
-        dets, kps = dets[order], kps[order]
-        keep = nms(dets, self.nms_thresh)
-        return dets[keep], kps[keep]
+        dets, kps = self.model.detect(np.ascontiguousarray(img_rgb[:, :, ::-1]))  # insightface takes BGR
+        return dets, kps
 
     def detect_and_align(self, img_rgb: np.ndarray, size: int = 112) -> FaceAnalysis:
-        """The largest detected face, aligned to the ArcFace template; embedding left None."""
+        """The largest detected face, aligned by insightface's norm_crop; embedding left None."""
+        from insightface.utils import face_align
+
         dets, kps = self.detect(img_rgb)
         if dets.shape[0] == 0:
             return no_face()
+        # insightface's detect(max_num=1, metric="max") would pick the same face but drop the face count.
         areas = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1])
         best = int(np.argmax(areas))
         h, w = img_rgb.shape[:2]
@@ -319,7 +229,7 @@ class SCRFDDetector:
             bbox=bbox,
             landmarks=[[float(x), float(y)] for x, y in landmarks],
             embedding=None,
-            aligned=align_face(img_rgb, landmarks, size),
+            aligned=face_align.norm_crop(np.ascontiguousarray(img_rgb), landmarks, image_size=size),
             detection_score=float(dets[best, 4]),
         )
 
@@ -362,7 +272,7 @@ class InsightFaceAnalyzer:
         self.pack = Path(self.model_dir).expanduser().name
         self._model_id: str | None = None
         self._detector: SCRFDDetector | None = None
-        self._rec_session = None
+        self._recognizer = None  # insightface.model_zoo.ArcFaceONNX
         self._rec_info: OnnxModelInfo | None = None
         self._lock = threading.Lock()
 
@@ -378,23 +288,20 @@ class InsightFaceAnalyzer:
         return self._model_id
 
     def load(self) -> None:
-        """Open both ONNX sessions once; later calls are no-ops. ModelLoadError names what is missing."""
-        if self._rec_session is not None:
+        """Open both models once through insightface's model zoo; later calls are no-ops. ModelLoadError names what
+        is missing."""
+        if self._recognizer is not None:
             return
         with self._lock:
-            if self._rec_session is not None:
+            if self._recognizer is not None:
                 return
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError as exc:
-                raise ModelLoadError(f"onnxruntime is not installed (`pip install onnxruntime`): {exc}") from exc
             det_info = find_detector(self.model_dir, self.detector_name)
             rec_info = self._rec_info or find_recognizer(self.model_dir, self.recognizer_name)
             self._detector = SCRFDDetector(det_info, self.det_size, self.det_thresh, self.providers)
-            session = _session(rec_info.path, self.providers)
+            recognizer = zoo_model(rec_info.path, "ArcFaceONNX", self.providers)
             self._model_id = f"insightface:{self.pack}/{rec_info.path.stem}"
             self._rec_info = rec_info
-            self._rec_session = session
+            self._recognizer = recognizer
 
     def detect(self, image: np.ndarray) -> FaceAnalysis:
         """Detection + alignment only (embedding None)."""
@@ -406,23 +313,24 @@ class InsightFaceAnalyzer:
         self.load()
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32)
-        session = self._rec_session
-        inp = session.get_inputs()[0]
-        fixed = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        recognizer = self._recognizer
+        width, height = recognizer.input_size
+        batch_dim = recognizer.input_shape[0]
+        fixed = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         step = fixed or self.batch_size
-        if self._rec_info.normalizes_inside:
-            mean, std = 0.0, 1.0
-        else:
-            mean, std = REC_MEAN, REC_STD
         out = []
         for start in range(0, len(crops), step):
-            chunk = np.stack([np.asarray(c, dtype=np.float32) for c in crops[start : start + step]])
-            n = chunk.shape[0]
-            if fixed and n < fixed:
-                chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), np.float32)])
-            blob = ((chunk - mean) / std).transpose(0, 3, 1, 2)
-            feats = session.run(None, {inp.name: np.ascontiguousarray(blob, dtype=np.float32)})[0]
-            out.append(np.asarray(feats, dtype=np.float32).reshape(chunk.shape[0], -1)[:n])
+            chunk = []
+            for offset, crop in enumerate(crops[start : start + step]):
+                crop = np.asarray(crop, dtype=np.float32)
+                if crop.shape != (height, width, 3):
+                    raise ValueError(f"aligned crop {start + offset} is {crop.shape}, not ({height}, {width}, 3)")
+                chunk.append(np.ascontiguousarray(crop[:, :, ::-1]))  # get_feat takes BGR and swaps it to RGB
+            n = len(chunk)
+            if fixed and n < fixed:  # a graph exported with a fixed batch size gets padded, the padding dropped
+                chunk += [np.zeros_like(chunk[0])] * (fixed - n)
+            feats = recognizer.get_feat(chunk)
+            out.append(np.asarray(feats, dtype=np.float32).reshape(len(chunk), -1)[:n])
         return l2_normalize(np.concatenate(out))
 
     def analyze(self, image: np.ndarray) -> FaceAnalysis:
