@@ -6,9 +6,9 @@ import datetime as dt
 
 import dagster as dg
 
-from synid_assets.core.batch import steps as pipeline
+from synid_assets.core.batch.spec import snapshot_spec
 from synid_assets.core.dataset.layout import DatasetLayout
-from synid_assets.core.spec.attributes import load_attribute_spec
+from synid_assets.core.spec.loading import load_attribute_spec
 from synid_assets.defs.automation import attribute_spec_sensor, batch_job, daily_batch_schedule
 from synid_assets.defs.partitions import identity_batches, next_batch_keys
 from synid_assets.defs.resources import DatasetResource
@@ -37,7 +37,7 @@ def test_spec_sensor_fires_on_change_only(synid_home, attributes_copy) -> None:
 
 def test_spec_sensor_first_tick_matches_last_snapshot(synid_home, attributes_copy) -> None:
     layout = DatasetLayout(synid_home)
-    pipeline.snapshot_spec(layout, load_attribute_spec(attributes_copy))
+    snapshot_spec(layout, load_attribute_spec(attributes_copy))
     dataset = DatasetResource(home=str(synid_home), attributes_dir=str(attributes_copy))
     context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"dataset": dataset})
     assert isinstance(attribute_spec_sensor(context), dg.SkipReason)

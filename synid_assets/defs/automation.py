@@ -41,7 +41,7 @@ def daily_batch_schedule(context: dg.ScheduleEvaluationContext):
     description="Re-materializes the attribute spec when a file in the attributes dir changes.",
 )
 def attribute_spec_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource):
-    from synid_assets.core.spec.attributes import spec_fingerprint
+    from synid_assets.core.spec.loading import spec_fingerprint
 
     try:
         fingerprint = spec_fingerprint(dataset.attributes_dir)

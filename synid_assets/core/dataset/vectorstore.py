@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from synid_assets.core.dataset.schemas import EMBEDDINGS, VECTOR_COLUMN
 
 DOCUMENT_TABLE = "document_embeddings"
 ACCEPTED_TABLE = "accepted_identities"
 LIVE_TABLE = "live_embeddings"
 
 
-def _schema(dim: int, id_columns: Sequence[str]) -> Any:
+def _schema(dim: int) -> Any:
+    """The Arrow schema of every embeddings table: EMBEDDINGS' columns, then the fixed-size vector."""
     import pyarrow as pa
 
-    fields = [pa.field(name, pa.string()) for name in id_columns]
-    fields.append(pa.field("vector", pa.list_(pa.float32(), dim)))
-    return pa.schema(fields)
+    return EMBEDDINGS.arrow_schema().append(pa.field(VECTOR_COLUMN, pa.list_(pa.float32(), dim)))
 
 
 def _quote(value: str) -> str:
@@ -49,18 +49,17 @@ class EmbeddingStore:
 
     def replace_batch(self, name: str, batch_id: str, rows: list[dict[str, Any]], dim: int) -> int:
         """Delete a batch's rows and write the new ones, so re-materializing a batch is idempotent."""
-        id_columns = ["identity_id", "image_id", "batch_id", "model_id"]
         table = self._table(name)
         if table is None:
-            table = self.db.create_table(name, schema=_schema(dim, id_columns), exist_ok=True)
+            table = self.db.create_table(name, schema=_schema(dim), exist_ok=True)
         table.delete(f"batch_id = {_quote(batch_id)}")
         if rows:
-            columns = {c: [str(r[c]) for r in rows] for c in id_columns}
-            vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), dim)
+            columns = {c: [str(r[c]) for r in rows] for c in EMBEDDINGS.names}
+            vectors = np.asarray([r[VECTOR_COLUMN] for r in rows], dtype=np.float32).reshape(len(rows), dim)
             import pyarrow as pa
 
-            columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim)
-            table.add(pa.table(columns, schema=_schema(dim, id_columns)))
+            columns[VECTOR_COLUMN] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim)
+            table.add(pa.table(columns, schema=_schema(dim)))
         return len(rows)
 
     def delete_batch(self, name: str, batch_id: str) -> None:
@@ -72,7 +71,7 @@ class EmbeddingStore:
         """Rows of a table (optionally one batch / model) as {column: list}, vectors as an (n, d) array."""
         table = self._table(name)
         if table is None:
-            return {"identity_id": [], "image_id": [], "vector": np.zeros((0, 0), np.float32)}
+            return {"identity_id": [], "image_id": [], VECTOR_COLUMN: np.zeros((0, 0), np.float32)}
         clauses = []
         if batch_id is not None:
             clauses.append(f"batch_id = {_quote(batch_id)}")
@@ -83,9 +82,9 @@ class EmbeddingStore:
             query = query.where(" AND ".join(clauses))
         arrow = query.limit(None).to_arrow() if clauses else table.to_arrow()
         out: dict[str, Any] = {c: arrow.column(c).to_pylist() for c in ("identity_id", "image_id", "batch_id")}
-        vec = arrow.column("vector").combine_chunks()
+        vec = arrow.column(VECTOR_COLUMN).combine_chunks()
         dim = vec.type.list_size
-        out["vector"] = vec.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+        out[VECTOR_COLUMN] = vec.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
         return out
 
     def nearest(

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes
+from synid_assets.core.dataset.manifest import check_manifest
+from synid_assets.core.dataset.schemas import MANIFEST_IDENTITIES, MANIFEST_IDENTITY_ATTRIBUTES, MANIFEST_IMAGES
 from synid_assets.core.dataset.vectorstore import DOCUMENT_TABLE, LIVE_TABLE, EmbeddingStore
 from synid_assets.core.quality.calibration import eer, impostor_thresholds
 
@@ -125,6 +127,8 @@ def build_quality_report(
     if not layout.manifest_path.exists():
         raise FileNotFoundError(f"{layout.manifest_path} does not exist; materialize dataset_manifest first")
     with duckdb.connect(str(layout.manifest_path), read_only=True) as con:
+        # The tables read below, with every column schemas.py gives them (not a manifest of an older SynID).
+        check_manifest(con, layout.manifest_path, (MANIFEST_IDENTITIES, MANIFEST_IMAGES, MANIFEST_IDENTITY_ATTRIBUTES))
         status = dict(con.execute("SELECT status, count(*) FROM identities GROUP BY 1").fetchall())
         live_vs_doc = np.array(
             [s for (s,) in con.execute("SELECT similarity_to_document FROM images WHERE kind = 'live' "

@@ -1,0 +1,189 @@
+"""The identity filter step of a batch: accept or reject each identity against every earlier acceptance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from synid_assets.core.batch.common import MissingStepError, read_table, write_table
+from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes
+from synid_assets.core.dataset.schemas import DOCUMENT_FACES, FILTER_DECISIONS, IDENTITIES
+from synid_assets.core.dataset.vectorstore import ACCEPTED_TABLE, DOCUMENT_TABLE, EmbeddingStore
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """How the identity filter decides: mode, threshold (with its FMR and source), optional leak gallery."""
+
+    model_id: str
+    threshold: float
+    threshold_fmr: float
+    threshold_source: str
+    mode: str = "strict"  # or "fmr": FLUXSynID's dataset-FMR rule, earlier acceptances held fixed
+    target_fmr: float | None = None
+    leak_gallery: str | None = None
+    neighbour_limit: int = 1000
+
+
+def _filter_state(layout: DatasetLayout, batch_id: str) -> dict[str, int]:
+    """Accepted identities and above-threshold pairs among them after the last batch before this one."""
+    earlier = sorted(p for p in layout.batches_dir.glob("*/filter_state.json") if p.parent.name < batch_id)
+    if not earlier:
+        return {"accepted_total": 0, "edges_total": 0}
+    return json.loads(earlier[-1].read_text())
+
+
+def _check_earlier_batches_decided(layout: DatasetLayout, batch_id: str) -> None:
+    undecided = [
+        path.parent.name
+        for path in sorted(layout.batches_dir.glob(f"*/{IDENTITIES.name}.parquet"))
+        if path.parent.name < batch_id and not (path.parent / f"{FILTER_DECISIONS.name}.parquet").exists()
+    ]
+    if undecided:
+        raise MissingStepError(
+            f"identity_filter for {batch_id}: earlier batches {undecided} have no filter decisions yet; "
+            "the filter decides batches in key order, so materialize identity_filter for those first"
+        )
+
+
+def _decision_rows(
+    decisions: list[Any], leaks: dict[str, tuple[str, float]], batch_id: str, settings: FilterSettings
+) -> list[dict[str, Any]]:
+    """Rows of the filter_decisions table: one per decided identity, then one per leak."""
+    base = {
+        "batch_id": batch_id,
+        "threshold": settings.threshold,
+        "threshold_fmr": settings.threshold_fmr,
+        "threshold_source": settings.threshold_source,
+        "model_id": settings.model_id,
+        "mode": settings.mode,
+        "target_fmr": settings.target_fmr,
+    }
+    rows = [
+        {
+            **base,
+            "identity_id": d.identity_id,
+            "nearest_identity_id": d.nearest_identity_id,
+            "similarity": d.similarity,
+            "accepted": d.accepted,
+            "rejected_leak": False,
+            "leak_match": None,
+            "leak_similarity": None,
+            "decision_order": order,
+        }
+        for order, d in enumerate(decisions)
+    ]
+    rows += [
+        {
+            **base,
+            "identity_id": identity,
+            "nearest_identity_id": None,
+            "similarity": None,
+            "accepted": False,
+            "rejected_leak": True,
+            "leak_match": match,
+            "leak_similarity": similarity,
+            "decision_order": None,
+        }
+        for identity, (match, similarity) in leaks.items()
+    ]
+    return rows
+
+
+def filter_batch(
+    layout: DatasetLayout, batch_id: str, store: EmbeddingStore, settings: FilterSettings
+) -> dict[str, Any]:
+    """Order-stable, incremental identity filter of one batch against every identity accepted before it.
+
+    Decision order is batch key order, then index: a batch sees only the acceptances of batches whose key
+    sorts before its own, so re-deciding it later gives the same decisions. Every earlier sampled batch must
+    therefore be decided first. An identity whose face matches a reference gallery face above the threshold
+    is rejected as a leak before the similarity rule runs.
+    """
+    from synid_assets.core.filtering.incremental import incremental_fmr_filter, strict_filter
+
+    if settings.mode not in ("strict", "fmr"):
+        raise ValueError(f"identity filter mode {settings.mode!r} is not 'strict' or 'fmr'")
+    if settings.mode == "fmr" and settings.target_fmr is None:
+        raise ValueError("identity filter mode 'fmr' needs a target_fmr")
+    _check_earlier_batches_decided(layout, batch_id)
+    faces = read_table(
+        layout, batch_id, DOCUMENT_FACES, "identity_filter", ("image_id", "identity_id", "face_detected")
+    )
+    embedded = store.vectors(DOCUMENT_TABLE, batch_id=batch_id, model_id=settings.model_id)
+    by_image = dict(zip(embedded["image_id"], embedded["vector"], strict=True))
+    candidates = [
+        (r["identity_id"], by_image[r["image_id"]])
+        for r in faces.sort("image_id").iter_rows(named=True)
+        if r["face_detected"] and r["image_id"] in by_image
+    ]
+    # Re-deciding a batch must not see its own previous acceptances.
+    store.delete_batch(ACCEPTED_TABLE, batch_id)
+    leaks: dict[str, tuple[str, float]] = {}
+    if settings.leak_gallery and candidates:
+        from synid_assets.core.filtering.leakage import Gallery
+
+        matches = Gallery(settings.leak_gallery).nearest(np.stack([c[1] for c in candidates]))
+        leaks = {c[0]: m for c, m in zip(candidates, matches, strict=True) if m[1] > settings.threshold}
+    kept = [c for c in candidates if c[0] not in leaks]
+    ids = [c[0] for c in kept]
+    dim = len(candidates[0][1]) if candidates else 0
+    matrix = np.stack([c[1] for c in kept]) if kept else np.zeros((0, dim), np.float32)
+    state = _filter_state(layout, batch_id)
+    if settings.mode == "strict":
+        decisions = strict_filter(
+            ids,
+            matrix,
+            settings.threshold,
+            prior_search=lambda q: store.nearest(ACCEPTED_TABLE, q, settings.model_id, before_batch=batch_id),
+        )
+        edges_total = state["edges_total"]
+    else:
+        neighbours = (
+            store.neighbours(ACCEPTED_TABLE, matrix, settings.model_id, batch_id, settings.neighbour_limit)
+            if kept
+            else []
+        )
+        decisions, edges_total = incremental_fmr_filter(
+            ids, matrix, settings.threshold, float(settings.target_fmr), neighbours,
+            state["accepted_total"], state["edges_total"],
+        )
+    accepted_count = sum(d.accepted for d in decisions)
+    write_table(layout, batch_id, FILTER_DECISIONS, _decision_rows(decisions, leaks, batch_id, settings))
+    accepted_rows = [
+        {
+            "identity_id": d.identity_id,
+            "image_id": f"{d.identity_id}-doc",
+            "batch_id": batch_id,
+            "model_id": settings.model_id,
+            "vector": matrix[i],
+        }
+        for i, d in enumerate(decisions)
+        if d.accepted
+    ]
+    if dim:
+        store.replace_batch(ACCEPTED_TABLE, batch_id, accepted_rows, dim)
+    accepted_total = state["accepted_total"] + accepted_count
+    atomic_write_bytes(
+        layout.batch_dir(batch_id) / "filter_state.json",
+        json.dumps({"accepted_total": accepted_total, "edges_total": edges_total}).encode(),
+    )
+    return {
+        "candidates": len(candidates),
+        "accepted": accepted_count,
+        "rejected_similar": len(kept) - accepted_count,
+        "rejected_leak": len(leaks),
+        "no_face": faces.height - len(candidates),
+        "acceptance_rate": accepted_count / max(1, len(candidates)),
+        "dataset_accepted": accepted_total,
+        "dataset_fmr": 2 * edges_total / (accepted_total * (accepted_total - 1)) if accepted_total > 1 else 0.0,
+    }
+
+
+def accepted_identities(layout: DatasetLayout, batch_id: str, needed_by: str) -> list[str]:
+    """The identities the filter accepted in a batch, in decision order."""
+    frame = read_table(layout, batch_id, FILTER_DECISIONS, needed_by, ("identity_id", "accepted", "decision_order"))
+    return frame.filter(frame["accepted"]).sort("decision_order")["identity_id"].to_list()
