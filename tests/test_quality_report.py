@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import duckdb
 import numpy as np
-from test_graph_e2e import QUIET, build, materialize_batch
 
 from synid_assets.core.quality.report import fnmr_at, impostor_scores, u_class
+from tests.graph_helpers import QUIET, build, materialize_batch
 
 
 def test_u_class_counts_centres_without_a_neighbour_above_threshold() -> None:

@@ -9,7 +9,6 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from test_graph_e2e import QUIET, build, materialize_batch
 
 from synid_assets.core.batch.common import MissingStepError, read_table
 from synid_assets.core.dataset.layout import DatasetLayout, write_parquet
@@ -23,6 +22,7 @@ from synid_assets.core.dataset.schemas import (
     VECTOR_COLUMN,
     Column,
 )
+from tests.graph_helpers import QUIET, build, materialize_batch
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""SynID's tests; a package so that shared helpers import as `tests.<module>`."""
