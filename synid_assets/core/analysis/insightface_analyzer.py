@@ -31,6 +31,7 @@ import numpy as np
 from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8, no_face
 from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
 from synid_assets.core.errors import ModelLoadError
+from synid_assets.core.filtering.similarity import unit_rows
 
 # insightface publishes no per-FMR cosine thresholds for its ArcFace packs (antelopev2/glintr100,
 # buffalo_l/w600k_r50, Arc2Face's arcface.onnx), only benchmark TAR@FAR tables. So no numbers are given here:
@@ -234,12 +235,6 @@ class SCRFDDetector:
         )
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    vecs = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    return vecs / np.where(norms > 0, norms, 1.0)
-
-
 class InsightFaceAnalyzer:
     """SCRFD detection + 5-point ArcFace alignment + an ArcFace ONNX recognizer (512-d, cosine-compared)."""
 
@@ -331,7 +326,7 @@ class InsightFaceAnalyzer:
                 chunk += [np.zeros_like(chunk[0])] * (fixed - n)
             feats = recognizer.get_feat(chunk)
             out.append(np.asarray(feats, dtype=np.float32).reshape(len(chunk), -1)[:n])
-        return l2_normalize(np.concatenate(out))
+        return unit_rows(np.concatenate(out))
 
     def analyze(self, image: np.ndarray) -> FaceAnalysis:
         """Analyse one RGB uint8 image; no face gives detected=False and embedding=None."""

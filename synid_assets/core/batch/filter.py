@@ -12,6 +12,7 @@ from synid_assets.core.batch.common import MissingStepError, read_table, write_t
 from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes
 from synid_assets.core.dataset.schemas import DOCUMENT_FACES, FILTER_DECISIONS, IDENTITIES
 from synid_assets.core.dataset.vectorstore import ACCEPTED_TABLE, DOCUMENT_TABLE, EmbeddingStore
+from synid_assets.core.filtering.similarity import dataset_fmr
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def filter_batch(
         "no_face": faces.height - len(candidates),
         "acceptance_rate": accepted_count / max(1, len(candidates)),
         "dataset_accepted": accepted_total,
-        "dataset_fmr": 2 * edges_total / (accepted_total * (accepted_total - 1)) if accepted_total > 1 else 0.0,
+        "dataset_fmr": dataset_fmr(accepted_total, edges_total),
     }
 
 

@@ -22,15 +22,11 @@ from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes
 from synid_assets.core.dataset.manifest import check_manifest
 from synid_assets.core.dataset.schemas import MANIFEST_IDENTITIES, MANIFEST_IDENTITY_ATTRIBUTES, MANIFEST_IMAGES
 from synid_assets.core.dataset.vectorstore import DOCUMENT_TABLE, LIVE_TABLE, EmbeddingStore
+from synid_assets.core.filtering.similarity import unit_rows
 from synid_assets.core.quality.calibration import eer, impostor_thresholds
 
 FMRS = (1e-3, 1e-4)
 MAX_IMPOSTOR_PAIRS = 500_000  # sampled above this, with a recorded seed
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def impostor_scores(vectors: np.ndarray, seed: int = 0, max_pairs: int = MAX_IMPOSTOR_PAIRS) -> np.ndarray:
@@ -38,7 +34,7 @@ def impostor_scores(vectors: np.ndarray, seed: int = 0, max_pairs: int = MAX_IMP
     n = len(vectors)
     if n < 2:
         return np.zeros(0, np.float32)
-    unit = _unit(vectors)
+    unit = unit_rows(vectors)
     total = n * (n - 1) // 2
     if total <= max_pairs:
         rows, cols = np.triu_indices(n, k=1)
@@ -60,7 +56,7 @@ def u_class(centres: np.ndarray, threshold: float, block: int = 4096) -> float:
     n = len(centres)
     if n == 0:
         return float("nan")
-    unit = _unit(centres)
+    unit = unit_rows(centres)
     unique = np.ones(n, dtype=bool)
     for start in range(0, n, block):
         sims = unit[start : start + block] @ unit.T
@@ -155,7 +151,7 @@ def build_quality_report(
     # Genuine live-vs-live pairs within an identity.
     live_vs_live = []
     for vectors in live_by_identity.values():
-        unit = _unit(np.stack(vectors))
+        unit = unit_rows(np.stack(vectors))
         rows, cols = np.triu_indices(len(unit), k=1)
         live_vs_live.extend((unit[rows] * unit[cols]).sum(axis=1).tolist())
     live_vs_live_arr = np.asarray(live_vs_live, dtype=np.float32)
@@ -186,8 +182,8 @@ def build_quality_report(
     # U_class over identity centres; C_intra: images within the threshold of their own centre.
     centres, intra_hits, intra_total = [], 0, 0
     for identity, doc in doc_by_identity.items():
-        members = _unit(np.stack([doc, *live_by_identity.get(identity, [])]))
-        centre = _unit(members.mean(axis=0))
+        members = unit_rows(np.stack([doc, *live_by_identity.get(identity, [])]))
+        centre = unit_rows(members.mean(axis=0)[None])[0]
         centres.append(centre)
         intra_hits += int((members @ centre > threshold).sum())
         intra_total += len(members)
