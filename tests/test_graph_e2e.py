@@ -200,6 +200,17 @@ def test_invalid_spec_fails_spec_asset_and_writes_nothing(synid_home: Path, attr
     assert not DatasetLayout(synid_home).table("batch-00000", "identities").exists()
 
 
+def test_percent_weights_file_materializes_with_a_note(synid_home: Path, attributes_copy: Path) -> None:
+    # FLUXSynID reads class values as weights: a file summing to 100 works there and must work here.
+    (attributes_copy / "genders.txt").write_text("Male,45\nFemale,45\nNon-binary,10\n", encoding="utf-8")
+    defs = build(synid_home, attributes=attributes_copy)
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("attribute_spec_job").execute_in_process(instance=instance, run_config=QUIET)
+    assert result.success
+    metadata = result.asset_materializations_for_node("attribute_spec")[0].metadata
+    assert "genders.txt" in metadata["notes"].value and "percents" in metadata["notes"].value
+
+
 def test_filter_refuses_a_batch_before_its_predecessors(synid_home: Path) -> None:
     defs = build(synid_home, live=0)
     instance = dg.DagsterInstance.ephemeral()

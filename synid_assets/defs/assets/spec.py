@@ -34,6 +34,8 @@ def attribute_spec(context: dg.AssetExecutionContext, dataset: DatasetResource) 
 
     with clear_errors():
         spec = load_attribute_spec(dataset.attributes_dir)
+    for note in spec.notes:  # e.g. a class file of weights summing to 100, read as percents
+        context.log.info(note)
     for warning in spec.warnings:
         context.log.warning(warning)
     record = snapshot_spec(dataset.layout(), spec)
@@ -65,6 +67,7 @@ def attribute_spec(context: dg.AssetExecutionContext, dataset: DatasetResource) 
             "classes": dg.MetadataValue.table(rows, schema=schema),
             "clash_rules": len(spec.clashes),
             "warnings": len(spec.warnings),
+            "notes": "\n".join(spec.notes) or "none",
         },
     )
 
