@@ -1,4 +1,4 @@
-"""Benchmark the scalable identity filter (synid_assets/core/filter_scale.py) on synthetic embeddings.
+"""Benchmark the scalable identity filter (synid_assets/core/filtering/scale.py) on synthetic embeddings.
 
     .venv/bin/python benchmarks/filter_scale.py --n 15000            # also runs the dense FLUXSynID baseline
     .venv/bin/python benchmarks/filter_scale.py --n 1000000 --recall-queries 4000
@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synid_assets.core.filtering import scale as fs  # noqa: E402
-from synid_assets.core.filtering.similarity import dataset_fmr  # noqa: E402
+from synid_assets.core.filtering.similarity import dataset_fmr, unit_rows  # noqa: E402
 
 
 def synthetic(
@@ -39,7 +39,7 @@ def synthetic(
         block = rng.standard_normal((min(step, n - s), dim), dtype=np.float32)
         if rot is not None:
             block = (block * scale) @ rot
-        x[s : s + step] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        x[s : s + step] = unit_rows(block)
     # groups: a centre and 1-4 duplicates, all at random positions in identity order
     sizes = rng.integers(1, 5, size=int(n * planted / 3.5))
     members = rng.permutation(n)[: int(sizes.sum() + len(sizes))]
@@ -52,7 +52,7 @@ def synthetic(
         if rot is not None:
             u = (u * scale) @ rot
         u -= np.einsum("ij,ij->i", u, c)[:, None] * c
-        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        u = unit_rows(u)
         cos = rng.uniform(0.75, 0.95, size=(len(c), 1)).astype(np.float32)
         x[dups[s : s + step]] = cos * c + np.sqrt(1 - cos**2) * u
     return x, np.sort(members)
