@@ -22,6 +22,7 @@ from synid_assets.defs.automation import (
     daily_batch_schedule,
 )
 from synid_assets.defs.resources import resources_from_profile
+from synid_assets.defs.runs import dead_run_sensor, synid_in_process_executor
 
 _ENV_OVERRIDES = {"SYNID_SEED": "seed", "SYNID_BATCH_SIZE": "batch_size", "SYNID_LIVE": "live_per_identity"}
 
@@ -37,10 +38,11 @@ def build_definitions(profile_name: str | None = None) -> dg.Definitions:
         asset_checks=ALL_CHECKS,
         jobs=[attribute_spec_job, batch_job],
         schedules=[daily_batch_schedule],
-        sensors=[attribute_spec_sensor, automation_sensor],
+        sensors=[attribute_spec_sensor, automation_sensor, dead_run_sensor],
         resources=resources,
-        # One process per run: models load once and every step of a batch shares them.
-        executor=dg.in_process_executor,
+        # One process per run: models load once and every step of a batch shares them. SynID's variant
+        # records the run's process, fails dead runs and waits for pool slots without spinning.
+        executor=synid_in_process_executor,
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,54 @@ def _failure_messages(result: Any) -> list[str]:
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+class DemoInterrupted(Exception):
+    """SIGTERM or SIGINT ended a run of the demo; args[0] is its run id."""
+
+
+def demo_job(name: str, profile: str | None) -> Any:
+    """The named job of the SynID definitions, rebuilt by Dagster from this module (see `_execute`)."""
+    from synid_assets.definitions import build_definitions
+
+    return build_definitions(profile).resolve_job_def(name)
+
+
+def _execute(instance: Any, job_name: str, profile: str | None, run_config: dict, tags: dict[str, str]) -> Any:
+    """One run on the code location's executor, as the UI launches it (execute_in_process swaps in its own).
+
+    SynID's executor records this process as the run's owner, waits for pool slots without spinning and
+    ends the run on SIGTERM/SIGINT (Dagster's own would retry an interrupted step, or not notice one while
+    it waits for a slot). A run ended so raises DemoInterrupted.
+    """
+    import dagster as dg
+    from dagster._core.events import RunFailureReason
+
+    from synid_assets.core.dataset.run_owner import RunOwner
+
+    job = dg.build_reconstructable_job(__name__, demo_job.__name__, reconstructable_args=(job_name, profile))
+    # The owner tags are on the run from its creation, so a run killed before its executor starts is found too.
+    result = dg.execute_job(job, instance=instance, run_config=run_config, tags={**tags, **RunOwner.current().tags()})
+    for event in result.all_events:
+        data = event.event_specific_data if event.is_run_failure else None
+        if getattr(data, "failure_reason", None) == RunFailureReason.UNEXPECTED_TERMINATION:
+            raise DemoInterrupted(result.run_id)
+    return result
+
+
+def _interrupt_on_sigterm_and_sigint() -> dict[int, Any]:
+    """SIGTERM ends the demo as Ctrl-C does; returns the previous handlers (none off the main thread).
+
+    SIGINT is set too: a shell starts background jobs with SIGINT ignored, and Dagster gives SIGTERM
+    whatever SIGINT has after each run, which would make SIGTERM ignored from the second run on.
+    """
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, signal.default_int_handler)
+        except ValueError:  # not the main thread: signals stay as they are
+            break
+    return previous
+
+
 def run_demo(
     identities: int, live: int, attributes: str | None, seed: int | None, profile: str | None
 ) -> int:
@@ -59,20 +108,44 @@ def run_demo(
     import dagster as dg
 
     from synid_assets.definitions import build_definitions
-    from synid_assets.defs.partitions import batch_key, identity_batches
+    from synid_assets.defs.runs import recover_dead_runs, release_runs_of_this_process
 
     try:
         defs = build_definitions(profile)
     except ProfileError as exc:
         print(f"synid demo: {exc}", file=sys.stderr)
         return 2
-    dataset = defs.resources["dataset"]
     instance = dg.DagsterInstance.get()
-    print(f"SYNID_HOME={home}\nDAGSTER_HOME={dagster_home}\nattributes: {dataset.attributes_dir}")
+    previous_handlers = _interrupt_on_sigterm_and_sigint()
+    progress = {"stage": "startup"}
+    try:
+        # A run whose process was killed (OOM, SIGKILL, crash) would hold its pool slot forever.
+        for message in recover_dead_runs(instance):
+            print(f"recovered: {message}", flush=True)
+        print(f"SYNID_HOME={home}\nDAGSTER_HOME={dagster_home}\nattributes: {defs.resources['dataset'].attributes_dir}")
+        if _materialize(instance, defs, identities, live, profile, progress) != 0:
+            return 1
+        progress["stage"] = "the summary"
+        _print_summary(home)
+        return 0
+    except (KeyboardInterrupt, DemoInterrupted) as exc:
+        release_runs_of_this_process(instance, "synid demo was interrupted (SIGTERM or SIGINT)")
+        run = f" (run {exc.args[0]} marked failed, its pool slots freed)" if isinstance(exc, DemoInterrupted) else ""
+        print(f"synid demo: interrupted during {progress['stage']}{run}; rerun it to finish", file=sys.stderr)
+        return 130
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
 
-    result = defs.resolve_job_def("attribute_spec_job").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=_QUIET
-    )
+
+def _materialize(
+    instance: Any, defs: Any, identities: int, live: int, profile: str | None, progress: dict[str, str]
+) -> int:
+    from synid_assets.defs.partitions import batch_key, identity_batches
+
+    dataset = defs.resources["dataset"]
+    progress["stage"] = "the attribute spec"
+    result = _execute(instance, "attribute_spec_job", profile, _QUIET, {})
     if not result.success:
         print("attribute spec is invalid; nothing was generated:", file=sys.stderr)
         for message in _failure_messages(result):
@@ -83,20 +156,17 @@ def run_demo(
     keys = [batch_key(i) for i in range(batches)]
     known = set(instance.get_dynamic_partitions(identity_batches.name))
     instance.add_dynamic_partitions(identity_batches.name, [k for k in keys if k not in known])
-    job = defs.resolve_job_def("synid_batch")
     for number, key in enumerate(keys):
         size = min(dataset.batch_size, identities - number * dataset.batch_size)
         print(f"materializing {key}: {size} identities x {live} live images ...", flush=True)
+        progress["stage"] = key
         run_config = {**_QUIET, "ops": {"identity_attributes": {"config": {"batch_size": size}}}}
-        result = job.execute_in_process(
-            partition_key=key, instance=instance, run_config=run_config, raise_on_error=False
-        )
+        result = _execute(instance, "synid_batch", profile, run_config, {"dagster/partition": key})
         if not result.success:
             print(f"batch {key} failed:", file=sys.stderr)
             for message in _failure_messages(result):
                 print(f"  {message}", file=sys.stderr)
             return 1
-    _print_summary(home)
     return 0
 
 
