@@ -21,7 +21,7 @@ from synid_assets.core.generation.render.identity import Identity, build_identit
 from synid_assets.core.generation.render.scene import BACKGROUNDS, EXPRESSIONS, Scene, render_scene
 
 RENDERER_NAME = "procedural"
-RENDERER_VERSION = "2"  # bump when output bytes change for the same inputs (and re-pin tests/test_render.py)
+RENDERER_VERSION = "3"  # bump when output bytes change for the same inputs (and re-pin tests/test_render.py)
 
 __all__ = [
     "BACKGROUNDS",

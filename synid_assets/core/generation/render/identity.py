@@ -150,8 +150,30 @@ def _head_shape(a: Mapping[str, str], n: np.ndarray, u: np.ndarray, masc: float,
     taper -= 0.04 * masc + (0.04 if body == "Overweight" else 0.0)
     taper = max(taper, 0.14)  # a jaw that narrows to the chin: the U-shaped outline detectors key on
     jaw_power = {"Square": 3.4, "Round": 2.2}.get(face_shape, 2.0) + 0.25 * abs(n[3])
+    rx, ry = _not_squat(float(rx), float(ry))
     return {"rx": float(rx), "ry": float(ry), "rz": float(rx) * 0.95, "taper": float(taper),
             "jaw_power": float(jaw_power)}
+
+
+_MIN_ASPECT = 1.15  # the least head height / width: dlib misses squatter faces
+_ASPECT_KNEE = 1.3  # aspects above this are kept as drawn
+
+
+def _not_squat(rx: float, ry: float) -> tuple[float, float]:
+    """Head radii with the height/width aspect softly floored at _MIN_ASPECT.
+
+    A short head on a wide draw (a round or overweight face with a low height draw) reads as wider than
+    tall: on the renderer benchmark's 576 identities (dataset seeds 0, 1, 4242) dlib's frontal detector
+    missed 17 of the 50 documents with an aspect under 1.05, 2 of 79 in [1.05, 1.15), 4 of 156 in
+    [1.15, 1.3) and 1 of 291 from 1.3 up. Aspects under the knee are compressed towards the floor, keeping
+    their order, and the correction is shared: the head gets taller and narrower alike."""
+    aspect = ry / rx
+    if aspect >= _ASPECT_KNEE:
+        return rx, ry
+    span = _ASPECT_KNEE - _MIN_ASPECT
+    target = _ASPECT_KNEE - span * (1.0 - math.exp(-(_ASPECT_KNEE - aspect) / span))
+    stretch = math.sqrt(target / aspect)
+    return rx / stretch, ry * stretch
 
 
 def _eyes(a: Mapping[str, str], n: np.ndarray, u: np.ndarray, tone: float) -> Fields:
