@@ -212,7 +212,7 @@ def test_profile_gives_the_analyzer_options(tmp_path: Path, capsys) -> None:
     from synid_assets.core.dataset.seeds import identity_seed, rng_for
     from synid_assets.core.quality.calibration import attribute_sampler
 
-    seed = identity_seed(0, "bench", 57)
+    seed = identity_seed(0, "bench", 66)  # renderer v3: missed at upsample 1, found at 2
     render.render_document(dict(attribute_sampler()(rng_for(seed, "attributes"))), seed).save(tmp_path / "hard.png")
     render.render_document({"genders": "Female"}, 5).save(tmp_path / "easy.png")
     pairs = tmp_path / "pairs.csv"
