@@ -36,7 +36,7 @@ lint: venv
 	$(BIN)/ruff check synid_assets tests benchmarks
 
 benchmark: venv
-	$(BIN)/python benchmarks/renderer_quality.py --identities 256 --live 2
+	$(BIN)/python benchmarks/renderer_quality.py --identities 192 --live 1
 
 calibrate: venv
 	$(BIN)/synid thresholds calibrate-local --write resources/local.yaml
