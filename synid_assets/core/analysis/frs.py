@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from synid_assets.core.analysis.alignment import align_face_eyes
-from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8
+from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8, embed_detected
 from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
 from synid_assets.core.errors import ModelLoadError
 
@@ -452,9 +452,4 @@ class TorchFRSAnalyzer:
     def analyze_many(self, images: Sequence[np.ndarray]) -> list[FaceAnalysis]:
         self.load()
         results = [self._detect(as_rgb_uint8(img)) for img in images]
-        owners = [i for i, r in enumerate(results) if r.detected]
-        if owners:
-            embeddings = self.embed_aligned([results[i].aligned for i in owners])
-            for i, emb in zip(owners, embeddings, strict=True):
-                results[i].embedding = emb
-        return results
+        return embed_detected(results, self.embed_aligned)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8, no_face
+from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8, embed_detected, no_face
 from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
 from synid_assets.core.errors import ModelLoadError
 from synid_assets.core.filtering.similarity import unit_rows
@@ -336,9 +336,4 @@ class InsightFaceAnalyzer:
         """Detect + align each image, then embed all aligned crops in batches of batch_size."""
         self.load()
         results = [self._detector.detect_and_align(as_rgb_uint8(img)) for img in images]
-        owners = [i for i, r in enumerate(results) if r.detected]
-        if owners:
-            embeddings = self.embed_aligned([results[i].aligned for i in owners])
-            for i, emb in zip(owners, embeddings, strict=True):
-                results[i].embedding = emb
-        return results
+        return embed_detected(results, self.embed_aligned)

@@ -6,7 +6,7 @@ each other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -80,3 +80,15 @@ class EmbedderThresholds:
                 return threshold
         known = ", ".join(f"{t.fmr:g}" for t in self.thresholds) or "none"
         raise KeyError(f"embedder {self.model_id!r} has no threshold for FMR {fmr:g} (known: {known})")
+
+
+def embed_detected(
+    results: list[FaceAnalysis], embed_aligned: Callable[[list[np.ndarray]], Sequence[np.ndarray]]
+) -> list[FaceAnalysis]:
+    """Fill in the embedding of every detected face, embedding all their aligned crops in one call."""
+    owners = [i for i, result in enumerate(results) if result.detected]
+    if owners:
+        embeddings = embed_aligned([results[i].aligned for i in owners])
+        for i, embedding in zip(owners, embeddings, strict=True):
+            results[i].embedding = embedding
+    return results
