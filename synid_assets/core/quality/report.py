@@ -1,111 +1,76 @@
-"""The dataset quality report: score distributions, EER, U_class, C_intra, attribute balance, detection.
+"""The dataset quality report: score distributions, EER, DET, U_class, C_intra, demographic groups, galleries.
 
-Reads the manifest (read-only) and the LanceDB embeddings, writes a static HTML report with its plots, and
-its own DuckDB file (`quality.duckdb`; the manifest keeps its single writer). `synid query` attaches it as
-the schema `quality`.
+Reads the manifest (read-only), the LanceDB embeddings and, when one exists, evaluation.duckdb (read-only);
+writes a static HTML report with its plots, and its own DuckDB file (`quality.duckdb`, report_tables.py; the
+manifest keeps its single writer). `synid query` attaches it as the schema `quality`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes
 from synid_assets.core.dataset.manifest import check_manifest
-from synid_assets.core.dataset.schemas import MANIFEST_IDENTITIES, MANIFEST_IDENTITY_ATTRIBUTES, MANIFEST_IMAGES
+from synid_assets.core.dataset.schemas import (
+    MANIFEST_FILTER_DECISIONS,
+    MANIFEST_IDENTITIES,
+    MANIFEST_IDENTITY_ATTRIBUTES,
+    MANIFEST_IMAGES,
+)
 from synid_assets.core.dataset.vectorstore import DOCUMENT_TABLE, LIVE_TABLE, EmbeddingStore
 from synid_assets.core.filtering.similarity import unit_rows
 from synid_assets.core.quality.calibration import eer, impostor_thresholds
+from synid_assets.core.quality.demographics import demographic_classes, demographic_rows
+from synid_assets.core.quality.det import det_curve
+from synid_assets.core.quality.fr_evaluations import latest_fr_evaluations
+from synid_assets.core.quality.galleries import (
+    GALLERY_PAIRS,
+    accepted_gallery,
+    contact_sheet,
+    most_similar_pairs,
+    pair_jpeg,
+    rejected_gallery,
+)
+from synid_assets.core.quality.report_html import report_html
+from synid_assets.core.quality.report_plots import attribute_plot, demographics_png, det_png, score_plot
+from synid_assets.core.quality.report_tables import write_quality_duckdb
+from synid_assets.core.quality.scores import fnmr_at, impostor_scores, u_class, within_identity_scores
+
+__all__ = ["FMRS", "build_quality_report", "fnmr_at", "impostor_scores", "u_class"]
 
 FMRS = (1e-3, 1e-4)
-MAX_IMPOSTOR_PAIRS = 500_000  # sampled above this, with a recorded seed
 
 
-def impostor_scores(vectors: np.ndarray, seed: int = 0, max_pairs: int = MAX_IMPOSTOR_PAIRS) -> np.ndarray:
-    """Cosine scores of distinct-identity document pairs: all pairs, or a seeded sample of them."""
-    n = len(vectors)
-    if n < 2:
-        return np.zeros(0, np.float32)
-    unit = unit_rows(vectors)
-    total = n * (n - 1) // 2
-    if total <= max_pairs:
-        rows, cols = np.triu_indices(n, k=1)
-    else:
-        rng = np.random.default_rng(seed)
-        rows = rng.integers(0, n, size=max_pairs * 2)
-        cols = rng.integers(0, n, size=max_pairs * 2)
-        keep = rows != cols
-        rows, cols = rows[keep][:max_pairs], cols[keep][:max_pairs]
-    return np.einsum("ij,ij->i", unit[rows], unit[cols]).astype(np.float32)
+def _read_manifest(layout: DatasetLayout) -> dict[str, Any]:
+    """Everything the report needs from manifest.duckdb, in one read-only connection."""
+    import duckdb
 
-
-def fnmr_at(genuine: np.ndarray, threshold: float) -> float:
-    return float(np.mean(genuine <= threshold)) if genuine.size else float("nan")
-
-
-def u_class(centres: np.ndarray, threshold: float, block: int = 4096) -> float:
-    """Share of identity centres with no other centre above the threshold (DCFace's uniqueness)."""
-    n = len(centres)
-    if n == 0:
-        return float("nan")
-    unit = unit_rows(centres)
-    unique = np.ones(n, dtype=bool)
-    for start in range(0, n, block):
-        sims = unit[start : start + block] @ unit.T
-        np.fill_diagonal(sims[:, start : start + block], -1.0)
-        unique[start : start + block] = sims.max(axis=1) <= threshold
-    return float(unique.mean())
-
-
-def _plot_png(draw) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.0, 3.0), dpi=80)
-    draw(ax)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def _score_plot(scores: dict[str, np.ndarray], threshold: float) -> bytes:
-    def draw(ax) -> None:
-        for label, values in scores.items():
-            if values.size:
-                ax.hist(values, bins=60, density=True, histtype="step", label=f"{label} (n={values.size})")
-        ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
-        ax.set_xlabel("cosine similarity")
-        ax.set_ylabel("density")
-        ax.legend(fontsize=7)
-
-    return _plot_png(draw)
-
-
-def _attribute_plot(rows: list[dict[str, Any]]) -> bytes:
-    classes = sorted({r["attribute"] for r in rows})
-
-    def draw(ax) -> None:
-        gaps = [
-            max((abs(r["accepted_share"] - r["expected"]) for r in rows if r["attribute"] == c), default=0.0)
-            for c in classes
-        ]
-        ax.barh(classes, gaps)
-        ax.set_xlabel("largest |accepted share - spec probability|")
-        ax.tick_params(labelsize=7)
-
-    return _plot_png(draw)
+    if not layout.manifest_path.exists():
+        raise FileNotFoundError(f"{layout.manifest_path} does not exist; materialize dataset_manifest first")
+    with duckdb.connect(str(layout.manifest_path), read_only=True) as con:
+        # The tables read below, with every column schemas.py gives them (not a manifest of an older SynID).
+        check_manifest(con, layout.manifest_path, (MANIFEST_IDENTITIES, MANIFEST_IMAGES, MANIFEST_IDENTITY_ATTRIBUTES,
+                                                   MANIFEST_FILTER_DECISIONS))
+        return {
+            "status_by_identity": dict(con.execute("SELECT identity_id, status FROM identities").fetchall()),
+            "live_vs_doc": con.execute(
+                "SELECT identity_id, similarity_to_document FROM images WHERE kind = 'live' "
+                "AND similarity_to_document IS NOT NULL ORDER BY image_id").fetchall(),
+            "detection": con.execute(
+                "SELECT kind, generator, count(*), count(*) FILTER (WHERE NOT face_detected) "
+                "FROM images GROUP BY 1, 2 ORDER BY 1, 2").fetchall(),
+            "attributes": con.execute(
+                "SELECT a.identity_id, a.attribute, a.value, i.status "
+                "FROM identity_attributes a JOIN identities i USING (identity_id)").fetchall(),
+            "decisions": con.execute(
+                "SELECT identity_id, nearest_identity_id, similarity, threshold, accepted, "
+                "coalesce(rejected_leak, false) FROM filter_decisions ORDER BY identity_id").fetchall(),
+            # The face crop the embedder compared, where there is one: what a reviewer should judge.
+            "document_paths": dict(con.execute(
+                "SELECT identity_id, coalesce(aligned_path, path) FROM images WHERE kind = 'document'").fetchall()),
+        }
 
 
 def build_quality_report(
@@ -117,59 +82,51 @@ def build_quality_report(
     spec: Any | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Compute every figure, write reports/quality.html, reports/*.png and quality.duckdb; return the summary."""
-    import duckdb
+    """Compute every figure, write reports/quality.html, reports/*.png and quality.duckdb; return the summary.
 
-    if not layout.manifest_path.exists():
-        raise FileNotFoundError(f"{layout.manifest_path} does not exist; materialize dataset_manifest first")
-    with duckdb.connect(str(layout.manifest_path), read_only=True) as con:
-        # The tables read below, with every column schemas.py gives them (not a manifest of an older SynID).
-        check_manifest(con, layout.manifest_path, (MANIFEST_IDENTITIES, MANIFEST_IMAGES, MANIFEST_IDENTITY_ATTRIBUTES))
-        status = dict(con.execute("SELECT status, count(*) FROM identities GROUP BY 1").fetchall())
-        live_vs_doc = np.array(
-            [s for (s,) in con.execute("SELECT similarity_to_document FROM images WHERE kind = 'live' "
-                                       "AND similarity_to_document IS NOT NULL").fetchall()], dtype=np.float32)
-        detection = con.execute(
-            "SELECT kind, generator, count(*), count(*) FILTER (WHERE NOT face_detected) "
-            "FROM images GROUP BY 1, 2 ORDER BY 1, 2"
-        ).fetchall()
-        accepted_ids = {i for (i,) in con.execute("SELECT identity_id FROM identities WHERE status = 'accepted'")
-                        .fetchall()}
-        attributes = con.execute(
-            "SELECT a.attribute, a.value, i.status FROM identity_attributes a JOIN identities i USING (identity_id)"
-        ).fetchall()
-        n_identities = con.execute("SELECT count(*) FROM identities").fetchone()[0]
+    The summary also carries, under `det`, `demographics`, `gallery`, `fr_evaluations` and `contact_sheets`,
+    the rows and JPEGs that the Dagster asset shows in its metadata.
+    """
+    manifest = _read_manifest(layout)
+    status_by_identity: dict[str, str] = manifest["status_by_identity"]
+    status: dict[str, int] = {}
+    for state in status_by_identity.values():
+        status[state] = status.get(state, 0) + 1
+    accepted_ids = {i for i, s in status_by_identity.items() if s == "accepted"}
 
     docs = store.vectors(DOCUMENT_TABLE, model_id=model_id)
     lives = store.vectors(LIVE_TABLE, model_id=model_id)
-    doc_by_identity = {i: v for i, v in zip(docs["identity_id"], docs["vector"], strict=True) if i in accepted_ids}
+    all_documents = dict(zip(docs["identity_id"], docs["vector"], strict=True))
+    doc_by_identity = {i: v for i, v in all_documents.items() if i in accepted_ids}
     live_by_identity: dict[str, list[np.ndarray]] = {}
     for identity, vector in zip(lives["identity_id"], lives["vector"], strict=True):
         if identity in accepted_ids:
             live_by_identity.setdefault(identity, []).append(vector)
 
-    # Genuine live-vs-live pairs within an identity.
-    live_vs_live = []
-    for vectors in live_by_identity.values():
-        unit = unit_rows(np.stack(vectors))
-        rows, cols = np.triu_indices(len(unit), k=1)
-        live_vs_live.extend((unit[rows] * unit[cols]).sum(axis=1).tolist())
-    live_vs_live_arr = np.asarray(live_vs_live, dtype=np.float32)
+    # Genuine pairs per identity: live vs its document (from the manifest), and live vs live within accepted ones.
+    genuine_by_identity: dict[str, list[float]] = {}
+    for identity, similarity in manifest["live_vs_doc"]:
+        genuine_by_identity.setdefault(identity, []).append(similarity)
+    live_vs_doc = np.array([s for _, s in manifest["live_vs_doc"]], dtype=np.float32)
+    live_live = {identity: within_identity_scores(vectors) for identity, vectors in live_by_identity.items()}
+    for identity, scores in live_live.items():
+        genuine_by_identity.setdefault(identity, []).extend(scores.tolist())
+    live_vs_live = np.concatenate([*live_live.values(), np.zeros(0, np.float32)]).astype(np.float32)
     impostor = impostor_scores(np.stack(list(doc_by_identity.values())) if doc_by_identity else np.zeros((0, 1)),
                                seed=seed)
 
     summary: dict[str, Any] = {
-        "identities": n_identities,
+        "identities": len(status_by_identity),
         "status": status,
         "model_id": model_id,
         "threshold": threshold,
         "threshold_fmr": threshold_fmr,
         "genuine_live_vs_document": int(live_vs_doc.size),
-        "genuine_live_vs_live": int(live_vs_live_arr.size),
+        "genuine_live_vs_live": int(live_vs_live.size),
         "impostor_pairs": int(impostor.size),
         "rejected_leak": int(status.get("rejected_leak", 0)),
     }
-    genuine_all = np.concatenate([live_vs_doc, live_vs_live_arr])
+    genuine_all = np.concatenate([live_vs_doc, live_vs_live])
     if genuine_all.size and impostor.size:
         rate, at = eer(genuine_all, impostor)
         summary["eer"], summary["eer_threshold"] = rate, at
@@ -178,6 +135,7 @@ def build_quality_report(
             enough = impostor.size * fmr >= 1.0
             summary[f"threshold_at_fmr_{fmr:g}"] = t if enough else float("nan")
             summary[f"fnmr_at_fmr_{fmr:g}"] = fnmr_at(genuine_all, t) if enough else float("nan")
+    summary["fnmr_at_threshold"] = fnmr_at(genuine_all, threshold)
 
     # U_class over identity centres; C_intra: images within the threshold of their own centre.
     centres, intra_hits, intra_total = [], 0, 0
@@ -190,34 +148,69 @@ def build_quality_report(
     summary["u_class"] = u_class(np.stack(centres), threshold) if centres else float("nan")
     summary["c_intra"] = intra_hits / intra_total if intra_total else float("nan")
 
-    # Attribute balance: shares among all sampled and among accepted identities against the spec.
-    attribute_rows = _attribute_balance(attributes, status, spec)
-    detection_rows = [
-        {"kind": k, "generator": g, "images": n, "failures": f, "failure_rate": f / n if n else 0.0}
-        for k, g, n, f in detection
-    ]
+    det = det_curve(genuine_all, impostor, also_at=(threshold,))
+    values_by_identity: dict[str, dict[str, str]] = {}
+    for identity, attribute, value, _ in manifest["attributes"]:
+        values_by_identity.setdefault(identity, {})[attribute] = value
+    classes = demographic_classes(spec, {a for _, a, _, _ in manifest["attributes"]})
+    demographics = demographic_rows(
+        classes, values_by_identity, status_by_identity,
+        {identity: bool(accepted) for identity, _, _, _, accepted, _ in manifest["decisions"]},
+        {i: np.asarray(s, np.float32) for i, s in genuine_by_identity.items()},
+        all_documents, threshold, threshold_fmr, seed,
+    )
+    paths = manifest["document_paths"]
+    accepted_ids_sorted = sorted(doc_by_identity)
+    gallery = {
+        "accepted": accepted_gallery(
+            most_similar_pairs(accepted_ids_sorted, np.stack([doc_by_identity[i] for i in accepted_ids_sorted])
+                               if accepted_ids_sorted else np.zeros((0, 1)), GALLERY_PAIRS),
+            threshold, paths),
+        "rejected": rejected_gallery(manifest["decisions"], paths, GALLERY_PAIRS),
+    }
+    evaluations = latest_fr_evaluations(layout.home)
+    summary["fr_evaluation"] = evaluations.note
 
+    rows = {
+        "attribute_balance": _attribute_balance([(a, v, s) for _, a, v, s in manifest["attributes"]], status, spec),
+        "detection": [
+            {"kind": k, "generator": g, "images": n, "failures": f, "failure_rate": f / n if n else 0.0}
+            for k, g, n, f in manifest["detection"]
+        ],
+        "det": det,
+        "demographics": demographics,
+        "gallery": [p.row() for pairs in gallery.values() for p in pairs],
+    }
     plots = {
-        "scores": _score_plot(
-            {"genuine live-doc": live_vs_doc, "genuine live-live": live_vs_live_arr, "impostor doc-doc": impostor},
+        "scores": score_plot(
+            {"genuine live-doc": live_vs_doc, "genuine live-live": live_vs_live, "impostor doc-doc": impostor},
             threshold,
         ),
+        "det": det_png(det, threshold, int(genuine_all.size), int(impostor.size)),
     }
-    if attribute_rows:
-        plots["attributes"] = _attribute_plot(attribute_rows)
+    if rows["attribute_balance"]:
+        plots["attributes"] = attribute_plot(rows["attribute_balance"])
+    if demographics:
+        plots["demographics"] = demographics_png(demographics)
     layout.reports_dir.mkdir(parents=True, exist_ok=True)
     for name, data in plots.items():
         atomic_write_bytes(layout.reports_dir / f"quality_{name}.png", data)
-    atomic_write_bytes(
-        layout.reports_dir / "quality.html",
-        _html(summary, attribute_rows, detection_rows, plots).encode("utf-8"),
-    )
-    _write_duckdb(layout, summary, attribute_rows, detection_rows,
-                  {"genuine_live_vs_document": live_vs_doc, "genuine_live_vs_live": live_vs_live_arr,
-                   "impostor_document": impostor})
-    summary["plots"] = {k: str(layout.reports_dir / f"quality_{k}.png") for k in plots}
-    summary["html"] = str(layout.reports_dir / "quality.html")
-    return summary
+    thumbnails = {kind: [(p, pair_jpeg(layout.home, p)) for p in pairs] for kind, pairs in gallery.items()}
+    page = report_html(summary, plots, rows, thumbnails, evaluations.rows, evaluations.note)
+    atomic_write_bytes(layout.reports_dir / "quality.html", page.encode("utf-8"))
+    write_quality_duckdb(layout, summary, {"genuine_live_vs_document": live_vs_doc,
+                                           "genuine_live_vs_live": live_vs_live, "impostor_document": impostor},
+                         rows, evaluations.rows)
+    return {
+        **summary,
+        "plots": {k: str(layout.reports_dir / f"quality_{k}.png") for k in plots},
+        "html": str(layout.reports_dir / "quality.html"),
+        "det": det,
+        "demographics": demographics,
+        "gallery": rows["gallery"],
+        "contact_sheets": {kind: contact_sheet(layout.home, pairs) for kind, pairs in gallery.items()},
+        "fr_evaluations": evaluations.rows,
+    }
 
 
 def _attribute_balance(
@@ -247,86 +240,3 @@ def _attribute_balance(
             "accepted": kept,
         })
     return rows
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "n/a" if value != value else f"{value:.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in sorted(value.items()))
-    return str(value)
-
-
-def _html(summary: dict[str, Any], attributes: list[dict], detection: list[dict], plots: dict[str, bytes]) -> str:
-    def table(rows: list[dict]) -> str:
-        if not rows:
-            return "<p>none</p>"
-        head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.values()) + "</tr>" for row in rows
-        )
-        return f"<table><tr>{head}</tr>{body}</table>"
-
-    images = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-        f"<figcaption>{name}</figcaption></figure>"
-        for name, data in plots.items()
-    )
-    summary_rows = [{"metric": k, "value": v} for k, v in summary.items() if k not in ("plots", "html")]
-    worst = sorted(attributes, key=lambda r: -abs(r["accepted_share"] - (r["expected"] or 0.0)))[:40]
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>SynID quality report</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}figure{display:inline-block}</style></head>"
-        "<body><h1>SynID dataset quality report</h1>"
-        f"<h2>Summary</h2>{table(summary_rows)}<h2>Plots</h2>{images}"
-        f"<h2>Detection failures per generator</h2>{table(detection)}"
-        "<h2>Attribute balance (largest gaps between accepted identities and the spec first)</h2>"
-        f"{table(worst)}</body></html>"
-    )
-
-
-def _write_duckdb(
-    layout: DatasetLayout,
-    summary: dict[str, Any],
-    attributes: list[dict],
-    detection: list[dict],
-    scores: dict[str, np.ndarray],
-) -> None:
-    """quality.duckdb, rebuilt into a temp file and renamed: this asset is its only writer."""
-    import duckdb
-    import pyarrow as pa
-
-    fd, tmp_name = tempfile.mkstemp(dir=layout.home, prefix=".quality.", suffix=".duckdb")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
-        con = duckdb.connect(str(tmp))
-        try:
-            metrics = pa.table({
-                "metric": [k for k in summary if k not in ("plots", "html")],
-                "value": [json.dumps(v) if isinstance(v, dict) else str(v)
-                          for k, v in summary.items() if k not in ("plots", "html")],
-            })
-            con.register("metrics_src", metrics)
-            con.execute("CREATE TABLE summary AS SELECT * FROM metrics_src")
-            kinds, values = [], []
-            for kind, array in scores.items():
-                kinds += [kind] * int(array.size)
-                values.append(np.asarray(array, dtype=np.float64))
-            score_table = pa.table({
-                "kind": pa.array(kinds, pa.string()),
-                "score": pa.array(np.concatenate(values) if values else np.zeros(0), pa.float64()),
-            })
-            con.register("scores_src", score_table)
-            con.execute("CREATE TABLE scores AS SELECT * FROM scores_src")
-            for name, rows in (("attribute_balance", attributes), ("detection", detection)):
-                if rows:
-                    con.register(f"{name}_src", pa.Table.from_pylist(rows))
-                    con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_src")
-        finally:
-            con.close()
-        os.replace(tmp, layout.home / "quality.duckdb")
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -9,16 +10,42 @@ from synid_assets.core.batch.report import write_quality_report
 from synid_assets.defs.assets.common import EAGER, GROUP, clear_errors
 from synid_assets.defs.resources import DatasetResource, FaceAnalyzerResource, LanceDBResource
 
+DEMOGRAPHIC_COLUMNS = ("identities", "acceptance_rate", "genuine_pairs", "mean_genuine", "impostor_pairs",
+                       "impostor_fmr", "note")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.4g}"
+    return str(value).replace("|", "/")
+
+
+def _markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _gallery_markdown(summary: dict[str, Any], kind: str, title: str) -> str:
+    sheet = summary["contact_sheets"].get(kind, b"")
+    if not sheet:
+        return "_no pairs_"
+    pairs = [p for p in summary["gallery"] if p["kind"].startswith(kind)]
+    listing = _markdown_table(pairs, ("identity_id", "other_identity_id", "similarity", "threshold"))
+    return f"![{title}](data:image/jpeg;base64,{base64.b64encode(sheet).decode()})\n\n{listing}"
+
 
 @dg.asset(
     group_name=GROUP,
     kinds={"duckdb", "html"},
     deps=["dataset_manifest"],
-    code_version="1",
+    code_version="2",
     pool="duckdb",
     automation_condition=EAGER,
-    description="Genuine/impostor scores, EER, FNMR at FMR 1e-3/1e-4, U_class, C_intra, attribute balance, "
-    "detection failures: $SYNID_HOME/reports/quality.html and quality.duckdb.",
+    description="Genuine/impostor scores, EER, DET curve, FNMR at FMR 1e-3/1e-4, U_class, C_intra, scores and "
+    "filter acceptance per demographic group, galleries of the most similar accepted pairs and of rejections "
+    "near the threshold, attribute balance, detection failures, and the latest FR evaluation per set "
+    "($SYNID_HOME/evaluation.duckdb): $SYNID_HOME/reports/quality.html and quality.duckdb.",
 )
 def quality_report(
     context: dg.AssetExecutionContext,
@@ -42,6 +69,8 @@ def quality_report(
         for k, v in summary.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # drop NaN: no data for it
     }
+    demographics = [{"group": f"{r['attribute']}: {r['value']}", **r} for r in summary["demographics"]]
+    evaluations = summary["fr_evaluations"]
     return dg.MaterializeResult(
         metadata={
             **figures,
@@ -49,5 +78,12 @@ def quality_report(
             "report": dg.MetadataValue.path(summary["html"]),
             "dagster/uri": summary["html"],
             **plots,
+            "demographics": dg.MetadataValue.md(_markdown_table(demographics, ("group", *DEMOGRAPHIC_COLUMNS))),
+            "gallery_accepted": dg.MetadataValue.md(_gallery_markdown(summary, "accepted", "most similar accepted")),
+            "gallery_rejected": dg.MetadataValue.md(_gallery_markdown(summary, "rejected", "rejected near threshold")),
+            "fr_evaluation": dg.MetadataValue.md(
+                _markdown_table(evaluations, ("set_name", "accuracy", "std", "threshold", "pairs", "checkpoint",
+                                              "created")) if evaluations else summary["fr_evaluation"]
+            ),
         }
     )
