@@ -25,6 +25,9 @@ def run_query(sql: str, database: str | None, output: str) -> int:
         with duckdb.connect(str(path), read_only=True) as con:
             if quality.exists():  # the quality report's tables, as schema `quality`
                 con.execute(f"ATTACH '{quality}' AS quality (READ_ONLY)")
+            exports = path.with_name("exports.duckdb")
+            if exports.exists():  # the `exports` table (synid export / dataset_export), as schema `exports`
+                con.execute(f"ATTACH '{exports}' AS exports (READ_ONLY)")
             # From here on no file can be read or written, and the setting cannot be undone.
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")

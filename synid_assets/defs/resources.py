@@ -46,6 +46,8 @@ class DatasetResource(dg.ConfigurableResource):
     filter_mode: str = "strict"
     filter_target_fmr: float | None = None
     leak_gallery: str | None = None  # .npy of real-face embeddings, or '<lancedb dir>::<table>'
+    export_formats: list[str] = ["imagefolder"]  # what dataset_export writes (profile `export:` section)
+    export_crop: str = "aligned"  # 'aligned' 112x112 ArcFace crops or 'full' images
 
     def layout(self) -> DatasetLayout:
         return DatasetLayout(self.home)
@@ -232,6 +234,8 @@ def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: s
             filter_mode=str(profile["filter"]["mode"]),
             filter_target_fmr=profile["filter"].get("target_fmr"),
             leak_gallery=profile["filter"].get("leak_gallery"),
+            export_formats=list((profile.get("export") or {}).get("formats") or ["imagefolder"]),
+            export_crop=str((profile.get("export") or {}).get("crop") or "aligned"),
         ),
         "lancedb": LanceDBResource(uri=str(DatasetLayout(home).lancedb_uri)),
         "prompt_writer": PromptWriterResource(

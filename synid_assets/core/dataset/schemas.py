@@ -341,3 +341,18 @@ MANIFEST_TABLES: dict[str, ManifestTable] = {
     for t in (MANIFEST_IDENTITIES, MANIFEST_IDENTITY_ATTRIBUTES, MANIFEST_IMAGES, MANIFEST_FILTER_DECISIONS,
               MANIFEST_MODELS, MANIFEST_BATCHES, MANIFEST_INFO)
 }
+
+# ---------------------------------------------------------------- exports.duckdb (core/export/common.py)
+
+EXPORTS = ManifestTable(
+    "exports",
+    "Every dataset export on disk: its format and dir, with the counts it holds (the last export into each dir).",
+    (
+        ManifestColumn("format", "VARCHAR", "imagefolder, recordio, lmdb, webdataset or parquet"),
+        ManifestColumn("path", "VARCHAR", "the export dir (absolute)"),
+        ManifestColumn("crop", "VARCHAR", "'aligned' (112x112 on the ArcFace template) or 'full' (whole images)"),
+        ManifestColumn("images", "INTEGER", "images exported"),
+        ManifestColumn("identities", "INTEGER", "identities (labels 0..identities-1)"),
+        ManifestColumn("created", "TIMESTAMP", "when the export was written (UTC)"),
+    ),
+)

@@ -7,10 +7,11 @@ are named by key, so the modules do not import each other (dataset.py, which lis
 """
 
 from synid_assets.defs.assets.dataset import BATCH_ASSETS, dataset_manifest
+from synid_assets.defs.assets.export import dataset_export
 from synid_assets.defs.assets.report import quality_report
 from synid_assets.defs.assets.spec import attribute_spec, attribute_spec_valid
 
-ALL_ASSETS = [attribute_spec, *BATCH_ASSETS, dataset_manifest, quality_report]
+ALL_ASSETS = [attribute_spec, *BATCH_ASSETS, dataset_manifest, dataset_export, quality_report]
 ALL_CHECKS = [attribute_spec_valid]
 
 __all__ = ["ALL_ASSETS", "ALL_CHECKS", "BATCH_ASSETS", "attribute_spec", "dataset_manifest", "quality_report"]
