@@ -234,8 +234,8 @@ def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: s
             filter_mode=str(profile["filter"]["mode"]),
             filter_target_fmr=profile["filter"].get("target_fmr"),
             leak_gallery=profile["filter"].get("leak_gallery"),
-            export_formats=list((profile.get("export") or {}).get("formats") or ["imagefolder"]),
-            export_crop=str((profile.get("export") or {}).get("crop") or "aligned"),
+            export_formats=list(profile["export"]["formats"]),
+            export_crop=str(profile["export"]["crop"]),
         ),
         "lancedb": LanceDBResource(uri=str(DatasetLayout(home).lancedb_uri)),
         "prompt_writer": PromptWriterResource(

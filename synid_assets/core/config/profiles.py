@@ -17,6 +17,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "live_generator": {"backend": "procedural", "size": 256},
     "face_analyzer": {"backend": "dlib", "model_dir": None, "upsample": 1, "fmr": 1e-3, "thresholds": []},
     "filter": {"mode": "strict", "target_fmr": None, "leak_gallery": None},
+    "export": {"formats": ["imagefolder"], "crop": "aligned"},  # what dataset_export writes
     "checks": {
         "min_document_detection_rate": 0.95,
         "min_live_detection_rate": 0.85,
