@@ -40,24 +40,32 @@ class GalleryPair:
 
 
 def most_similar_pairs(
-    identities: Sequence[str], vectors: np.ndarray, count: int = GALLERY_PAIRS, block: int = 2048
+    identities: Sequence[str], vectors: np.ndarray, count: int = GALLERY_PAIRS, block: int | None = None
 ) -> list[tuple[str, str, float]]:
-    """The `count` most similar pairs (a, b, cosine) of distinct rows, highest first (ties: by identity)."""
+    """The `count` most similar pairs (a, b, cosine) of distinct rows, highest first (ties: by identity).
+
+    Rows are compared `block` at a time against all rows; by default a block holds about 2**24 similarities
+    (64 MB), so a dataset of 10^5 identities never needs its whole similarity matrix in memory.
+    """
     n = len(identities)
     if n < 2 or count <= 0:
         return []
+    block = block or max(1, min(n, 2**24 // n))
     unit = unit_rows(np.asarray(vectors, dtype=np.float32))
     best: list[tuple[float, int, int]] = []
     for start in range(0, n, block):
-        sims = unit[start : start + block] @ unit.T
-        rows = np.arange(start, min(start + block, n))[:, None]
-        sims[np.arange(n)[None, :] <= rows] = -np.inf  # each unordered pair once, no self pairs
+        # Rows start.. against columns start..: each unordered pair once (column > row), no self pairs.
+        sims = unit[start : start + block] @ unit[start:].T
+        width = sims.shape[1]
+        sims[:, : len(sims)][np.tril_indices(len(sims))] = -np.inf
         flat = sims.ravel()
-        take = min(count, int(np.isfinite(flat).sum()))
+        # Only scores above the count-th best so far can enter: a cheap comparison before the partition.
+        candidates = np.flatnonzero(flat >= best[-1][0]) if len(best) == count else np.flatnonzero(flat > -np.inf)
+        take = min(count, candidates.size)
         if take == 0:
             continue
-        top = np.argpartition(-flat, take - 1)[:take]
-        best += [(float(flat[k]), start + int(k) // n, int(k) % n) for k in top]
+        top = candidates[np.argpartition(flat[candidates], candidates.size - take)[candidates.size - take :]]
+        best += [(float(flat[k]), start + int(k) // width, start + int(k) % width) for k in top]
         best = sorted(best, key=lambda t: (-t[0], identities[t[1]], identities[t[2]]))[:count]
     return [(identities[a], identities[b], s) for s, a, b in best]
 
