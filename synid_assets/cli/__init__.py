@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from synid_assets.cli import attributes, demo, filter_vectors, models, query, regenerate, thresholds
+from synid_assets.cli import evaluate, train
 from synid_assets.cli import export
 
 COMMAND_GROUPS = (demo, query, attributes, thresholds, filter_vectors, models, regenerate)
+COMMAND_GROUPS += (train, evaluate)
 COMMAND_GROUPS += (export,)
 
 

@@ -25,6 +25,9 @@ def run_query(sql: str, database: str | None, output: str) -> int:
         with duckdb.connect(str(path), read_only=True) as con:
             if quality.exists():  # the quality report's tables, as schema `quality`
                 con.execute(f"ATTACH '{quality}' AS quality (READ_ONLY)")
+            evaluation = path.with_name("evaluation.duckdb")
+            if evaluation.exists():  # fr_evaluations (synid evaluate / fr_evaluation), as schema `evaluation`
+                con.execute(f"ATTACH '{evaluation}' AS evaluation (READ_ONLY)")
             exports = path.with_name("exports.duckdb")
             if exports.exists():  # the `exports` table (synid export / dataset_export), as schema `exports`
                 con.execute(f"ATTACH '{exports}' AS exports (READ_ONLY)")

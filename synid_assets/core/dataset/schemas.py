@@ -342,6 +342,29 @@ MANIFEST_TABLES: dict[str, ManifestTable] = {
               MANIFEST_MODELS, MANIFEST_BATCHES, MANIFEST_INFO)
 }
 
+# ---------------------------------------------------------------- evaluation.duckdb (core/training/results.py)
+
+FR_EVALUATIONS = ManifestTable(
+    "fr_evaluations",
+    "Verification accuracy of models trained on a SynID export, one row per (model dir, checkpoint, set).",
+    (
+        ManifestColumn("model_dir", "VARCHAR", "the `synid train` output dir"),
+        ManifestColumn("checkpoint", "VARCHAR", "checkpoint file evaluated"),
+        ManifestColumn("epoch", "INTEGER", "epochs the checkpoint was trained for"),
+        ManifestColumn("set_name", "VARCHAR", "verification set: the .bin file's stem (lfw, cfp_fp, ...)"),
+        ManifestColumn("bin_path", "VARCHAR", "the .bin file"),
+        ManifestColumn("accuracy", "DOUBLE", "10-fold verification accuracy (mean over folds), 0..1"),
+        ManifestColumn("std", "DOUBLE", "standard deviation of the folds' accuracies"),
+        ManifestColumn("threshold", "DOUBLE", "mean of the folds' squared-distance thresholds (InsightFace's)"),
+        ManifestColumn("cosine_threshold", "DOUBLE", "the same threshold as a cosine similarity (1 - d/2)"),
+        ManifestColumn("pairs", "INTEGER", "pairs in the set"),
+        ManifestColumn("backbone", "VARCHAR", "backbone of the model (ir_se50, ...)"),
+        ManifestColumn("head", "VARCHAR", "training head (arcface, cosface, adaface)"),
+        ManifestColumn("export_dir", "VARCHAR", "the export the model was trained on"),
+        ManifestColumn("created", "TIMESTAMP", "when the evaluation ran (UTC)"),
+    ),
+)
+
 # ---------------------------------------------------------------- exports.duckdb (core/export/common.py)
 
 EXPORTS = ManifestTable(

@@ -10,8 +10,10 @@ from synid_assets.defs.assets.dataset import BATCH_ASSETS, dataset_manifest
 from synid_assets.defs.assets.export import dataset_export
 from synid_assets.defs.assets.report import quality_report
 from synid_assets.defs.assets.spec import attribute_spec, attribute_spec_valid
+from synid_assets.defs.assets.training import fr_evaluation, fr_model
 
 ALL_ASSETS = [attribute_spec, *BATCH_ASSETS, dataset_manifest, dataset_export, quality_report]
+ALL_ASSETS += [fr_model, fr_evaluation]
 ALL_CHECKS = [attribute_spec_valid]
 
 __all__ = ["ALL_ASSETS", "ALL_CHECKS", "BATCH_ASSETS", "attribute_spec", "dataset_manifest", "quality_report"]
