@@ -7,10 +7,12 @@ import argparse
 from synid_assets.cli import attributes, demo, filter_vectors, models, query, regenerate, thresholds
 from synid_assets.cli import evaluate, train
 from synid_assets.cli import export
+from synid_assets.cli import vectors
 
 COMMAND_GROUPS = (demo, query, attributes, thresholds, filter_vectors, models, regenerate)
 COMMAND_GROUPS += (train, evaluate)
 COMMAND_GROUPS += (export,)
+COMMAND_GROUPS += (vectors,)
 
 
 def build_parser() -> argparse.ArgumentParser:
