@@ -165,15 +165,24 @@ def _image_row(
 
 
 def generate_documents(layout: DatasetLayout, batch_id: str, generator: DocumentGenerator) -> dict[str, Any]:
-    """One document image per identity, from its prompt and its own seed stream."""
+    """One document image per identity, from its prompt (or, for a generator that renders identity vectors, its
+    sampled vector: identity_source embeddings) and its own seed stream."""
     identities = read_identities(layout, batch_id, "document_images")
     prompts = read_prompts(layout, batch_id, "document_images")
+    vectors = {}
+    if getattr(generator, "vector_space", None):
+        from synid_assets.core.batch.vectors import read_identity_vectors
+
+        vectors = read_identity_vectors(layout, batch_id, "document_images")
     jobs = []
     for identity in identities:
         seed = stream_seed(identity.seed, "document")
         prompt = prompts[identity.identity_id]
-        request = DocumentRequest(identity=identity, prompt=prompt, seed=seed)
+        vector = vectors.get(identity.identity_id)
+        request = DocumentRequest(identity=identity, prompt=prompt, seed=seed, identity_vector=vector)
         payload = {"prompt": prompt, "seed": seed, "identity_seed": identity.seed, "attrs": identity.attributes}
+        if vector is not None:
+            payload["identity_vector"] = vector
         jobs.append((f"{identity.identity_id}-doc", request, payload))
     records, reused = _generate_images(layout, batch_id, "documents", generator, jobs)
     rows = [

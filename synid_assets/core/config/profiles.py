@@ -8,16 +8,20 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PROFILE = "local"
+IDENTITY_SOURCES = ("attributes", "embeddings")
 
 # The sections every profile has, and their defaults; a profile overrides any key.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "dataset": {"seed": 0, "batch_size": 64, "live_per_identity": 2, "min_good_live": 1},
+    "dataset": {"seed": 0, "batch_size": 64, "live_per_identity": 2, "min_good_live": 1,
+                "identity_source": "attributes"},  # or 'embeddings': documents render sampled identity vectors
     "prompt_writer": {"backend": "template", "trigger": ""},
     "document_generator": {"backend": "procedural", "size": 256},
     "live_generator": {"backend": "procedural", "size": 256},
     "face_analyzer": {"backend": "dlib", "model_dir": None, "upsample": 1, "fmr": 1e-3, "thresholds": []},
     "filter": {"mode": "strict", "target_fmr": None, "leak_gallery": None},
     "export": {"formats": ["imagefolder"], "crop": "aligned"},  # what dataset_export writes
+    # The `embeddings` route's sampler (core/identity_vectors/): gaussian, pca (needs centres) or repulsion.
+    "identity_vectors": {"method": "gaussian", "max_similarity": 0.3, "centres": None, "max_attempts": 1000},
     "checks": {
         "min_document_detection_rate": 0.95,
         "min_live_detection_rate": 0.85,
@@ -78,5 +82,7 @@ def load_profile(name_or_path: str | None = None) -> dict[str, Any]:
     for i, entry in enumerate(profile["face_analyzer"]["thresholds"]):
         if not (isinstance(entry, dict) and {"fmr", "value", "source"} <= set(entry)):
             raise ProfileError(f"{path}: face_analyzer.thresholds[{i}] needs fmr, value and source")
+    if profile["dataset"]["identity_source"] not in IDENTITY_SOURCES:
+        raise ProfileError(f"{path}: dataset.identity_source must be one of {list(IDENTITY_SOURCES)}")
     profile["path"] = str(path)
     return profile

@@ -23,6 +23,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     "document_generator": {
         "procedural": "synid_assets.core.generation.procedural:ProceduralDocumentGenerator",
         "flux": "synid_assets.core.generation.flux_documents:FluxDocumentGenerator",
+        "arc2face": "synid_assets.core.generation.arc2face:Arc2FaceDocumentGenerator",  # renders identity vectors
     },
     "live_generator": {
         "procedural": "synid_assets.core.generation.procedural:ProceduralLiveGenerator",

@@ -379,3 +379,29 @@ EXPORTS = ManifestTable(
         ManifestColumn("created", "TIMESTAMP", "when the export was written (UTC)"),
     ),
 )
+
+# ---------------------------------------------------------------- identity_vectors (core/batch/vectors.py)
+
+# A batch table written only on the `identity_source: embeddings` route (so not in BATCH_TABLES, which every
+# batch writes): one sampled unit vector per identity, in the document generator's conditioning space.
+IDENTITY_VECTORS = Table(
+    "identity_vectors",
+    "The identity vector of each identity (identity_source: embeddings), with the draw that made it.",
+    (
+        Column("identity_id", "String", "identity"),
+        Column("batch_id", "String", "batch"),
+        Column("idx", "Int32", "index within the batch (the order vectors were placed in)"),
+        Column("vector_space", "String", "the embedding space sampled in: the document generator's ID embedder"),
+        Column("dim", "Int32", "dimensions"),
+        Column("method", "String", "sampler: 'gaussian', 'pca' or 'repulsion'"),
+        Column("max_similarity", "Float64", "cosine bound held against every earlier vector and the leak gallery"),
+        Column("draw_seed", "UInt64", "seed of the accepted draw: stream_seed(seed, 'identity-vector', attempt)"),
+        Column("attempt", "Int32", "attempt number of the accepted draw (0: the first candidate)"),
+        Column("nearest_identity_id", "String", "most similar identity placed before it (NULL: none)"),
+        Column("nearest_similarity", "Float64", "cosine similarity to that identity"),
+        Column("leak_match", "String", "most similar leak-gallery face (NULL: no gallery)"),
+        Column("leak_similarity", "Float64", "cosine similarity to that face"),
+        Column("centres_sha256", "String", "pca: sha256 of the centres file the Gaussian was fitted on"),
+        Column("vector", "String", "JSON: the unit vector's float32 values"),
+    ),
+)

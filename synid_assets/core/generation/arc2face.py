@@ -69,13 +69,8 @@ NEEDS_EMBEDDING = (
 )
 # Settings that must match between a generator and the params of an image it is asked to regenerate.
 _MODEL_FIELDS = ("model_id", "base_model_id", "lcm_lora", "dtype", "scheduler")
-_ARC2FACE_FILES = [
-    "arc2face/*.json",
-    "arc2face/*.safetensors",
-    "encoder/*.json",
-    "encoder/*.bin",
-    "encoder/*.safetensors",
-]
+_ARC2FACE_FILES = ["arc2face/*.json", "arc2face/*.safetensors", "encoder/*.json", "encoder/*.bin",
+                   "encoder/*.safetensors"]
 _BASE_FILES = ["vae/config.json", "vae/diffusion_pytorch_model.safetensors", "tokenizer/*", "scheduler/*"]
 
 
@@ -385,7 +380,7 @@ class Arc2FaceLiveGenerator:
 
     @staticmethod
     def _embedding_of(request: LiveRequest) -> list[float]:
-        vector = request.document_embedding
+        vector = request.document_embedding if isinstance(request, LiveRequest) else request.identity_vector
         size = None if vector is None else len(vector)
         if size != ARCFACE_DIM:
             got = "no embedding" if vector is None else f"a {size}-d embedding"
@@ -434,7 +429,8 @@ class Arc2FaceLiveGenerator:
                 request = requests[i]
                 params = self._params(request.seed, embeddings[i], _source(request), *image.size)
                 params["identity_seed"] = int(request.identity.seed)
-                params["live_index"] = int(request.live_index)
+                if isinstance(request, LiveRequest):
+                    params["live_index"] = int(request.live_index)
                 out.append(GeneratedImage(image=image, params=params))
         return out
 
@@ -485,8 +481,17 @@ class Arc2FaceLiveGenerator:
         return cls(**kwargs)
 
 
+class Arc2FaceDocumentGenerator(Arc2FaceLiveGenerator):
+    """Documents with Arc2Face (identity_source: embeddings): each identity's sampled 512-d vector, rendered."""
+
+    vector_space = "FoivosPar/Arc2Face:arcface.onnx"  # its ID embedder: the space identity vectors are sampled in
+    vector_dim = ARCFACE_DIM
+
+
 def _source(request: LiveRequest) -> dict[str, Any]:
     """Where the embedding came from: the request's document image (path and, when readable, its sha256)."""
+    if not isinstance(request, LiveRequest):  # a document: the identity's vector from its identity_vectors table
+        return {"identity_id": request.identity.identity_id, "identity_vector": "identity_vectors"}
     path = Path(request.document_path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
     return {"identity_id": request.identity.identity_id, "document_path": str(path), "document_sha256": digest}

@@ -41,6 +41,7 @@ class DocumentRequest:
     identity: IdentityRecord
     prompt: str
     seed: int
+    identity_vector: Sequence[float] | None = None  # identity_source: embeddings: the vector to render
 
 
 @dataclass(frozen=True)
