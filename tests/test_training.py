@@ -117,7 +117,8 @@ def test_evaluate_prints_json_records_duckdb_and_query_reads_it(tiny: dict[str, 
 
     train(tiny["export"], tmp_path / "model", TINY, progress=False)
     env = {**os.environ, "SYNID_HOME": str(tiny["home"])}
-    result = _synid("evaluate", "--model", str(tmp_path / "model"), "--bin", str(tiny["bin"]), "--threads", "1", env=env)
+    result = _synid("evaluate", "--model", str(tmp_path / "model"), "--bin", str(tiny["bin"]), "--threads", "1",
+                    env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     scores = summary["sets"]["synid_pairs"]
@@ -179,3 +180,41 @@ def test_vec2face_backbone_is_the_arcface_frs_layout() -> None:
     ours = build_backbone(PRESETS["vec2face"]).state_dict()
     theirs = frs_backbone("arcface").state_dict()
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+
+
+def test_fr_model_and_fr_evaluation_assets_train_evaluate_and_record(tiny: dict[str, Path], tmp_path: Path) -> None:
+    import dagster as dg
+
+    from synid_assets.core.config.profiles import default_attributes_dir, load_profile
+    from synid_assets.core.training.results import read_evaluations
+    from synid_assets.defs.assets import fr_evaluation, fr_model
+    from synid_assets.defs.resources import resources_from_profile
+
+    home = tmp_path / "home"
+    home.mkdir()
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(json.dumps({**TINY.to_dict(), "epochs": 1}))  # JSON is YAML
+    resources = resources_from_profile(load_profile("local"), str(home), str(default_attributes_dir()))
+    run_config = {
+        "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+        "ops": {
+            "fr_model": {"config": {"export_dir": str(tiny["export"]), "config_file": str(recipe), "preset": "cpu"}},
+            "fr_evaluation": {"config": {"bins": [str(tiny["bin"])]}},
+        },
+    }
+    result = dg.materialize([fr_model, fr_evaluation], resources={"dataset": resources["dataset"]},
+                            run_config=run_config)
+    assert result.success
+    model_meta = result.asset_materializations_for_node("fr_model")[0].metadata
+    assert model_meta["epochs_done"].value == 1
+    assert (home / "models" / "fr_model" / "checkpoints" / "epoch_001.pt").is_file()
+    rows = read_evaluations(home)
+    assert [(r["set_name"], r["epoch"], r["pairs"]) for r in rows] == [("synid_pairs", 1, 40)]
+    evaluation_meta = result.asset_materializations_for_node("fr_evaluation")[0].metadata
+    assert evaluation_meta["accuracy_synid_pairs"].value == rows[0]["accuracy"]
+    # No .bin in the run config: one clear failure, no retries.
+    failed = dg.materialize([fr_evaluation], resources={"dataset": resources["dataset"]}, raise_on_error=False,
+                            run_config={"ops": {"fr_evaluation": {"config": {}}}})
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.is_step_failure)
+    assert "no .bin set given" in failure.step_failure_data.user_failure_data.description

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,25 @@ from typing import Any
 
 class TrainingError(Exception):
     """Bad training input (config, export, model dir, .bin file): the message names the file and the problem."""
+
+
+# Units per stage; 50/100 as SynID's FRS backbones (frs.STAGE_UNITS), 18/34 as InsightFace's iresnet.py.
+BACKBONE_UNITS: dict[int, tuple[int, int, int, int]] = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 14, 3),
+    100: (3, 13, 30, 3),
+}
+_BACKBONE_NAME = re.compile(r"^(ir|ir_se)(\d+)$")
+
+
+def parse_backbone(name: str) -> tuple[str, int]:
+    """'ir_se50' -> ('ir_se', 50); ValueError for a name that is not an IResNet we build."""
+    match = _BACKBONE_NAME.match(name.lower().replace("-", "_"))
+    if not match or int(match.group(2)) not in BACKBONE_UNITS:
+        depths = "/".join(str(d) for d in BACKBONE_UNITS)
+        raise ValueError(f"unknown backbone {name!r}; use ir{{{depths}}} or ir_se{{{depths}}}")
+    return match.group(1), int(match.group(2))
 
 
 HEADS = ("arcface", "cosface", "adaface")
@@ -84,8 +104,6 @@ PRESETS: dict[str, TrainConfig] = {
 
 def validate(config: TrainConfig, source: str = "config") -> TrainConfig:
     """TrainingError naming `source` when a field is out of range."""
-    from synid_assets.core.training.models import parse_backbone
-
     try:
         parse_backbone(config.backbone)
     except ValueError as exc:

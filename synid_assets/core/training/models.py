@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import TYPE_CHECKING
+
+from synid_assets.core.training.config import BACKBONE_UNITS, TrainConfig, parse_backbone
 
 if TYPE_CHECKING:
     import torch
-
-    from synid_assets.core.training.config import TrainConfig
-
-# Units per stage; 50/100 as SynID's FRS backbones (frs.STAGE_UNITS), 18/34 as InsightFace's iresnet.py.
-BACKBONE_UNITS: dict[int, tuple[int, int, int, int]] = {
-    18: (2, 2, 2, 2),
-    34: (3, 4, 6, 3),
-    50: (3, 4, 14, 3),
-    100: (3, 13, 30, 3),
-}
-_BACKBONE_NAME = re.compile(r"^(ir|ir_se)(\d+)$")
-
-
-def parse_backbone(name: str) -> tuple[str, int]:
-    """'ir_se50' -> ('ir_se', 50); ValueError for a name that is not an IResNet we build."""
-    match = _BACKBONE_NAME.match(name.lower().replace("-", "_"))
-    if not match or int(match.group(2)) not in BACKBONE_UNITS:
-        depths = "/".join(str(d) for d in BACKBONE_UNITS)
-        raise ValueError(f"unknown backbone {name!r}; use ir{{{depths}}} or ir_se{{{depths}}}")
-    return match.group(1), int(match.group(2))
-
 
 def build_backbone(config: TrainConfig) -> torch.nn.Module:
     """The IResNet of `config` with random weights, for `config.image_size` square inputs.
