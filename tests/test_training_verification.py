@@ -56,11 +56,21 @@ def _jpeg(color: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo should-not-run",))
+
+
 def test_read_bin_round_trip_and_errors_name_the_file(tmp_path: Path) -> None:
     good = tmp_path / "good.bin"
     write_bin(good, [_jpeg((10, 20, 30)), _jpeg((40, 50, 60))], [True])
     images, issame = read_bin(good)
     assert len(images) == 2 and issame.tolist() == [True]
+    as_arrays = tmp_path / "arrays.bin"  # some converters store numpy arrays
+    as_arrays.write_bytes(pickle.dumps(([np.frombuffer(b, np.uint8) for b in images], np.array([True]))))
+    assert read_bin(as_arrays)[0] == images
 
     cases = {
         "missing.bin": (None, "not found"),
@@ -68,6 +78,7 @@ def test_read_bin_round_trip_and_errors_name_the_file(tmp_path: Path) -> None:
         "dict.bin": (pickle.dumps({"a": 1}), "expected a pickled"),
         "count.bin": (pickle.dumps(([_jpeg((1, 2, 3))] * 3, [True, False])), "3 images for 2 pairs"),
         "empty.bin": (pickle.dumps(([], [])), "no pairs"),
+        "code.bin": (pickle.dumps(_RunsCode()), "refusing to load posix.system"),
     }
     for name, (payload, message) in cases.items():
         path = tmp_path / name

@@ -24,6 +24,23 @@ FIVE_SETS = ("lfw", "cfp_fp", "cplfw", "agedb_30", "calfw")
 DISTANCE_THRESHOLDS = np.arange(0, 4, 0.01)
 
 
+# The only globals a .bin may name: numpy arrays (some converters store images or issame as arrays).
+_ALLOWED_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _BinUnpickler(pickle.Unpickler):
+    """A pickle is code: a .bin may hold lists, bytes, bools and numpy arrays, and nothing that runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (a .bin holds only images and booleans)")
+        return super().find_class(module, name)
+
+
 def read_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
     """(encoded images, issame booleans) of a `.bin`; TrainingError names the file and what is wrong."""
     path = Path(path)
@@ -31,7 +48,7 @@ def read_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
         raise TrainingError(f"{path}: verification .bin not found")
     try:
         with open(path, "rb") as handle:
-            data = pickle.load(handle, encoding="bytes")  # written by Python 2 in InsightFace's releases
+            data = _BinUnpickler(handle, encoding="bytes").load()  # Python 2 pickles in InsightFace's releases
     except Exception as exc:  # noqa: BLE001 - unpickling a bad file raises many types
         raise TrainingError(f"{path}: not an InsightFace .bin (pickle of images and issame list): {exc}") from None
     if not isinstance(data, (tuple, list)) or len(data) != 2:
