@@ -15,8 +15,9 @@ def test_definitions_validate(synid_home) -> None:
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
-        "attribute_spec", "identity_attributes", "prompts", "document_images", "document_embeddings",
-        "identity_filter", "live_images", "live_embeddings", "dataset_manifest", "quality_report",
+        "attribute_spec", "identity_attributes", "identity_vectors", "prompts", "document_images",
+        "document_embeddings", "identity_filter", "live_images", "live_embeddings", "dataset_manifest",
+        "dataset_export", "quality_report", "fr_model", "fr_evaluation",
     }
     assert defs.resolve_job_def("synid_batch") is not None
     assert defs.resolve_schedule_def("daily_batch_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
@@ -32,8 +33,8 @@ def test_pools_and_partitions(synid_home) -> None:
     assert pools["dataset_manifest"] == {"duckdb"} == pools["quality_report"]
     assert pools["identity_filter"] == {"identity_filter"}
     partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
-    assert partitioned == {"identity_attributes", "prompts", "document_images", "document_embeddings",
-                           "identity_filter", "live_images", "live_embeddings"}
+    assert partitioned == {"identity_attributes", "identity_vectors", "prompts", "document_images",
+                           "document_embeddings", "identity_filter", "live_images", "live_embeddings"}
 
 
 def test_code_location_imports_no_heavy_libraries(synid_home) -> None:

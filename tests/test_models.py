@@ -67,6 +67,16 @@ SHIPPED_PROFILE_MODELS: dict[str, list[ModelRef]] = {
     "local": [],
     "flux-24gb": _FLUX_DOCUMENTS,
     "flux-80gb": _FLUX_DOCUMENTS,
+    "arc2face-embeddings": [
+        ModelRef("document_generator", "FoivosPar/Arc2Face", None, _ARC2FACE_FILES, _ARC2FACE_LICENSE),
+        ModelRef("document_generator.base", "stable-diffusion-v1-5/stable-diffusion-v1-5", None, _SD15_FILES,
+                 "CreativeML OpenRAIL-M"),
+        ModelRef("live_generator[0]", "FoivosPar/Arc2Face", None, _ARC2FACE_FILES, _ARC2FACE_LICENSE),
+        ModelRef("live_generator[0].base", "stable-diffusion-v1-5/stable-diffusion-v1-5", None, _SD15_FILES,
+                 "CreativeML OpenRAIL-M"),
+        ModelRef("face_analyzer.model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None, None,
+                 "see the model's source"),
+    ],
     "flux-live-80gb": [
         *_FLUX_DOCUMENTS,
         ModelRef("live_generator[0]", "FoivosPar/Arc2Face", None, _ARC2FACE_FILES, _ARC2FACE_LICENSE),

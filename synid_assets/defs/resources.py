@@ -48,6 +48,8 @@ class DatasetResource(dg.ConfigurableResource):
     leak_gallery: str | None = None  # .npy of real-face embeddings, or '<lancedb dir>::<table>'
     export_formats: list[str] = ["imagefolder"]  # what dataset_export writes (profile `export:` section)
     export_crop: str = "aligned"  # 'aligned' 112x112 ArcFace crops or 'full' images
+    identity_source: str = "attributes"  # or 'embeddings': documents render identity_vectors (profile dataset section)
+    identity_vectors: dict[str, Any] = {}  # the profile's identity_vectors section: method, max_similarity, centres
 
     def layout(self) -> DatasetLayout:
         return DatasetLayout(self.home)
@@ -236,6 +238,9 @@ def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: s
             leak_gallery=profile["filter"].get("leak_gallery"),
             export_formats=list(profile["export"]["formats"]),
             export_crop=str(profile["export"]["crop"]),
+            identity_source=str(dataset["identity_source"]),
+            # Dagster refuses None values inside a dict config: unset options fall back to the sampler's defaults.
+            identity_vectors={k: v for k, v in profile["identity_vectors"].items() if v is not None},
         ),
         "lancedb": LanceDBResource(uri=str(DatasetLayout(home).lancedb_uri)),
         "prompt_writer": PromptWriterResource(

@@ -11,9 +11,7 @@ from synid_assets.defs.assets.export import dataset_export
 from synid_assets.defs.assets.report import quality_report
 from synid_assets.defs.assets.spec import attribute_spec, attribute_spec_valid
 from synid_assets.defs.assets.training import fr_evaluation, fr_model
-from synid_assets.defs.assets.vectors import with_identity_vectors
 
-BATCH_ASSETS = with_identity_vectors(BATCH_ASSETS)  # identity_vectors before document_images
 ALL_ASSETS = [attribute_spec, *BATCH_ASSETS, dataset_manifest, dataset_export, quality_report]
 ALL_ASSETS += [fr_model, fr_evaluation]
 ALL_CHECKS = [attribute_spec_valid]

@@ -8,10 +8,12 @@ from synid_assets.defs.assets.embeddings import document_embeddings, live_embedd
 from synid_assets.defs.assets.filter import identity_filter
 from synid_assets.defs.assets.generation import document_images, live_images, prompts
 from synid_assets.defs.assets.spec import identity_attributes
+from synid_assets.defs.assets.vectors import identity_vectors
 from synid_assets.defs.resources import DatasetResource
 
 BATCH_ASSETS = [
     identity_attributes,
+    identity_vectors,
     prompts,
     document_images,
     document_embeddings,

@@ -44,7 +44,7 @@ def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource, prompt_
     group_name=GROUP,
     kinds={"python", "image"},
     partitions_def=identity_batches,
-    deps=["prompts"],
+    deps=["prompts", "identity_vectors"],
     code_version="1",
     pool="gpu",
     automation_condition=EAGER,

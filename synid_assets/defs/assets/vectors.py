@@ -2,11 +2,9 @@
 
 The vector lives in the document generator's conditioning space (its class declares `vector_space` and
 `vector_dim`), and document_images renders it. On the default `attributes` route the asset records that it is
-not used and writes nothing. `with_identity_vectors` puts the asset into the batch graph: after
-identity_attributes, and before document_images (which then depends on it).
+not used and writes nothing. It runs after identity_attributes and before document_images, which depends on it.
 """
 
-from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -19,7 +17,7 @@ from synid_assets.defs.resources import DatasetResource, DocumentGeneratorResour
 
 def route_settings(dataset: DatasetResource) -> tuple[str, dict[str, Any]]:
     """The profile's dataset.identity_source and identity_vectors section, as the dataset resource carries them."""
-    return getattr(dataset, "identity_source", "attributes"), dict(getattr(dataset, "identity_vectors", {}) or {})
+    return dataset.identity_source, dict(dataset.identity_vectors)
 
 
 @dg.asset(
@@ -77,17 +75,3 @@ def identity_vectors(
             "dagster/uri": str(dataset.layout().table(context.partition_key, "identity_vectors")),
         }
     )
-
-
-def with_identity_vectors(batch_assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """The batch assets with identity_vectors after identity_attributes, and document_images depending on it."""
-    names = [a.key.to_user_string() for a in batch_assets]
-    out: list[dg.AssetsDefinition] = []
-    for asset, name in zip(batch_assets, names, strict=True):
-        upstream = {dep.asset_key for dep in asset.get_asset_spec().deps}
-        if name == "document_images" and identity_vectors.key not in upstream:
-            asset = dg.map_asset_specs(lambda spec: spec.merge_attributes(deps=[identity_vectors]), [asset])[0]
-        out.append(asset)
-        if name == "identity_attributes" and "identity_vectors" not in names:
-            out.append(identity_vectors)
-    return out
