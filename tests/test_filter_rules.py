@@ -217,7 +217,7 @@ def test_scale_filter_with_the_ivf_index() -> None:
     unit = unit_rows(x)
     threshold = threshold_with_margin(unit, 0.75)
     exact, _, _ = fs.above_threshold_pairs(unit, threshold, method="exact")
-    indexed, _, stats = fs.above_threshold_pairs(unit, threshold, method="index", seed=0)
+    indexed, _, stats = fs.above_threshold_pairs(unit, threshold, method="index", seed=0, n_probe=6)
     assert stats["method"] == "index" and stats["candidates"] < 0.5 * 1500 * 1499 / 2  # it prunes
     assert indexed.tolist() == exact.tolist()
     assert (scale_kept(x, threshold, None, method="index") == fs.dense_strict_keep(x, threshold)).all()

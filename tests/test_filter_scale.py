@@ -67,7 +67,7 @@ def test_index_recall_on_planted_clusters() -> None:
     assert fk <= tk  # every candidate is re-scored exactly: no false pairs
     recall = len(fk & tk) / len(tk)
     assert recall >= 0.999, (recall, stats)
-    assert stats["candidates"] < 0.25 * n * (n - 1) / 2  # and it really prunes
+    assert stats["candidates"] < 0.4 * n * (n - 1) / 2  # and it prunes (two spaces x 16 probes of 212 cells)
 
 
 def test_filter_vectors_modes() -> None:

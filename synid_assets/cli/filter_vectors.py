@@ -18,8 +18,19 @@ def run_filter(vectors: str, threshold: float, mode: str, target_fmr: float | No
     except ValueError as exc:
         print(f"synid filter: {exc}", file=sys.stderr)
         return 2
+    search = result["search"]
+    where = f"{search.get('device', 'cpu')} {search.get('precision', '')}".strip()
+    how = f"exact ({where})" if result["method"] == "exact" else "index"
+    figures = f"FMR before {result['fmr_before']:.3e}, after {result['fmr_after']:.3e}"
+    if result["recall"] is not None:  # the index: figures count only the pairs it found
+        recall = result["recall"]
+        figures = (
+            f"estimates: {figures} from the pairs found; index recall {recall['estimate']:.5f} "
+            f"({recall['missed']} of {recall['pairs']} pairs of {recall['rows']} sampled rows missed), "
+            f"FMR after from the sampled rows {result['fmr_after_sampled']:.3e}"
+        )
     print(f"{mode}: kept {len(result['kept'])} of {result['n']} (pairs above {threshold}: {result['edges']}, "
-          f"method {result['method']}) -> {out}")
+          f"search {how}; {figures}) -> {out}")
     return 0
 
 

@@ -11,43 +11,21 @@ IVF_PQ index over 20k x 512 took 117 s to build and answered 64 queries/s (nprob
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import numpy as np
 
+from synid_assets.core.filtering.exact import MARGINS, cpu_exact_seconds, cuda_available, exact_pairs, rescore
 from synid_assets.core.filtering.rules import adjacency_csr, unique_pairs
 from synid_assets.core.filtering.similarity import unit_rows
 
-# Below this many rows "auto" uses the exact blocked search: it is exact and, at this size, about as fast as
-# building an index (measured on the 2-core dev box: 15k exact ~3 s; see benchmarks/filter_scale.py).
+# "auto" searches exactly up to this many rows whatever the estimate (a few seconds), and above it while the
+# exact search's estimated time on this CPU fits the budget (seconds; $SYNID_FILTER_EXACT_BUDGET_S overrides).
 AUTO_EXACT_MAX_ROWS = 20_000
-
-
-def _pair_sims(x: np.ndarray, pairs: np.ndarray, step: int = 262_144) -> np.ndarray:
-    out = np.empty(len(pairs), dtype=np.float32)
-    for s in range(0, len(pairs), step):
-        p = pairs[s : s + step]
-        out[s : s + step] = np.einsum("ij,ij->i", x[p[:, 0]], x[p[:, 1]])
-    return out
-
-
-# --------------------------------------------------------------------------------------------- exact search
-def _exact_pairs(x: np.ndarray, threshold: float, block: int = 2048, col_block: int = 16_384) -> tuple[list, int]:
-    """Upper-triangle blocked products: memory is block x col_block floats, never n x n."""
-    n = x.shape[0]
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    checked = 0
-    for r0 in range(0, n, block):
-        rows = x[r0 : r0 + block]
-        for c0 in range(r0, n, col_block):
-            sims = rows @ x[c0 : c0 + col_block].T
-            checked += sims.size
-            r, c = np.nonzero(sims > threshold)
-            gi, gj = r + r0, c + c0
-            keep = gi < gj
-            found.append((gi[keep], gj[keep], sims[r[keep], c[keep]]))
-    return found, checked
+EXACT_OPTIONS = ("device", "precision", "block", "col_block")
+AUTO_EXACT_BUDGET_S = float(os.environ.get("SYNID_FILTER_EXACT_BUDGET_S", "300"))
 
 
 # --------------------------------------------------------------------------------------------- IVF index
@@ -99,25 +77,33 @@ def _ivf_pairs(
     per_cell: int = 32,
     iters: int = 6,
     refit: int = 1,
-    tables: int | None = None,
+    spaces: tuple[str, ...] | None = None,
     closure: int = 2,
     closure_max_degree: int = 64,
     seed: int = 0,
 ) -> tuple[list, int, dict]:
-    """`tables` independent IVF partitions (different k-means seeds), their pairs united, then a two-hop
-    closure. A pair missed by one partition sits on a cell boundary of that partition; a second partition's
-    boundaries fall elsewhere, so misses rarely repeat. Measured at 100k x 512 (14,149 true pairs): 1 table x 16
-    probes missed 20, 2 tables x 8 probes (same scan cost) missed 3, 2 x 4 missed 10, 3 x 4 missed 1."""
-    if tables is None:
-        # one table misses ~1% of pairs at 100k but ~15% at 1M (cells of ~670 rows); misses are nearly
-        # independent across tables, so more tables at 1M: 5 gave recall 0.9982 on uniform rows, 7 gave 1.0
-        # (0 of 2,293 missed on 8,000 sampled rows) in 324 s of search on 2 cores
-        tables = 3 if x.shape[0] < 500_000 else 7
+    """One IVF partition per entry of `spaces`, their pairs united, then a two-hop closure.
+
+    "raw" partitions the unit rows themselves; "whitened" partitions them after centring on the mean and
+    scaling each principal direction to unit variance (rows re-normalized). Every candidate is scored on the
+    original unit rows either way. Why two spaces (measured on issue 13's k^-1 shape, 200k rows, threshold
+    0.70, 10,034 true pairs of 3,972 sampled rows, before the closure): a raw partition misses the planted
+    near-duplicates, whose offsets run along the high-variance directions the cells cut (16 probes: 750 of 772
+    misses planted; 32 probes: 353 missed, all planted), while random pairs above the threshold, between rows
+    far out along the same leading directions, share raw cells. Whitening makes those offsets look like
+    isotropic noise: raw + whitened at 16 probes each missed 68 (scan 12.5% of all pairs), where raw alone at
+    32 probes (scan 14.7%) missed 353 and a second raw table barely helps.
+    """
+    n = x.shape[0]
+    if spaces is None:
+        spaces = ("raw", "whitened")
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     checked = 0
-    stats: dict[str, Any] = {"tables": tables}
-    for table in range(tables):
-        f, c, st = _ivf_table(x, threshold, n_cells, n_probe, per_cell, iters, refit, seed + 1000 * table)
+    stats: dict[str, Any] = {"spaces": list(spaces)}
+    for table, space in enumerate(spaces):
+        z = x if space == "raw" else _whitened(x, np.random.default_rng(seed + 17 * table))
+        f, c, st = _ivf_table(z, x, threshold, n_cells, n_probe, per_cell, iters, refit, seed + 1000 * table)
+        del z
         found += f
         checked += c
         for key, value in st.items():
@@ -136,7 +122,7 @@ def _ivf_pairs(
         cand = _two_hop_candidates(n, pairs, closure_max_degree)
         if len(cand) == 0:
             break
-        sims = _pair_sims(x, cand)
+        sims = rescore(x, cand)
         closure_checked += len(cand)
         hit = sims > threshold
         if not hit.any():
@@ -147,7 +133,21 @@ def _ivf_pairs(
     return found, checked + closure_checked, stats
 
 
+def _whitened(x: np.ndarray, rng: np.random.Generator, sample: int = 20_000, block: int = 65_536) -> np.ndarray:
+    """Unit rows of x centred on its mean and scaled to unit variance along each principal direction (from a
+    sample; eigenvalues floored at 1e-6 of the largest so empty directions do not blow up)."""
+    rows = x[np.sort(rng.choice(x.shape[0], size=min(x.shape[0], sample), replace=False))].astype(np.float64)
+    mean = rows.mean(axis=0)
+    eigval, eigvec = np.linalg.eigh(np.cov((rows - mean).T))
+    scale = (eigvec / np.sqrt(np.maximum(eigval, 1e-6 * eigval.max()))).astype(np.float32)
+    z = np.empty_like(x)
+    for s in range(0, x.shape[0], block):
+        z[s : s + block] = (x[s : s + block] - mean.astype(np.float32)) @ scale
+    return unit_rows(z, copy=False)
+
+
 def _ivf_table(
+    z: np.ndarray,
     x: np.ndarray,
     threshold: float,
     n_cells: int | None,
@@ -157,32 +157,33 @@ def _ivf_table(
     refit: int,
     seed: int,
 ) -> tuple[list, int, dict]:
-    """Asymmetric IVF join: every row lives in its nearest cell and probes its n_probe nearest cells; all
-    (prober, resident) pairs of a cell are scored exactly, so only the candidate generation is approximate."""
+    """Asymmetric IVF join: cells partition `z` (the rows in the table's space); every row lives in its nearest
+    cell and probes its n_probe nearest cells; all (prober, resident) pairs of a cell are scored on the unit rows
+    `x`, so only the candidate generation is approximate."""
     n = x.shape[0]
     if n_cells is None:
         # assignment costs ~ n * n_cells, the scan ~ n * n_probe * n / n_cells: balanced near 1.5 sqrt(n)
         n_cells = int(np.clip(round(1.5 * np.sqrt(n)), 8, 4096))
     n_cells = max(1, min(n_cells, n // 4 or 1))
     if n_probe is None:
-        n_probe = 4  # more tables beat more probes at equal cost (misses sit on one partition's boundaries)
+        n_probe = 16  # see _ivf_pairs
     n_probe = min(n_probe, n_cells)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    cent = _kmeans(x, n_cells, rng, per_cell, iters)
+    cent = _kmeans(z, n_cells, rng, per_cell, iters)
     t1 = time.perf_counter()
     for _ in range(refit):
         # Lloyd passes over ALL rows (the sample-trained cells do not see most near-duplicate groups; centroids
         # refit on every row pull each group's members towards shared cells, which is what recall needs)
-        home = _top_cells(x, cent, 1)[:, 0]
+        home = _top_cells(z, cent, 1)[:, 0]
         sums = np.zeros_like(cent)
-        _scatter_sum(sums, home, x)
+        _scatter_sum(sums, home, z)
         empty = ~sums.any(axis=1)
         sums[empty] = cent[empty]
         cent = unit_rows(sums)
         del home, sums
     t1b = time.perf_counter()
-    probes = _top_cells(x, cent, n_probe)
+    probes = _top_cells(z, cent, n_probe)
     home = probes[:, 0].copy()
     t2 = time.perf_counter()
     # residents and probers of each cell as CSR lists
@@ -195,6 +196,7 @@ def _ivf_table(
     del flat, prb_order, probes
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     checked = 0
+    cut = threshold - MARGINS["float32"]
     buf = np.empty((8192, x.shape[1]), dtype=np.float32)
     for k in range(n_cells):
         residents = res_order[res_bounds[k] : res_bounds[k + 1]]
@@ -206,7 +208,7 @@ def _ivf_table(
             pr = probers[s : s + 8192]
             sims = np.take(x, pr, axis=0, out=buf[: len(pr)]) @ res_vecs.T
             checked += sims.size
-            r, c = np.nonzero(sims > threshold)
+            r, c = np.nonzero(sims > cut)  # float32 products: re-scored in float64 at the end
             gi, gj = pr[r], residents[c]
             keep = gi != gj
             found.append((gi[keep], gj[keep], sims[r[keep], c[keep]]))
@@ -247,36 +249,51 @@ def _two_hop_candidates(n: int, pairs: np.ndarray, max_degree: int) -> np.ndarra
 def above_threshold_pairs(
     vectors: np.ndarray, threshold: float, method: str = "auto", **options: Any
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """All unordered pairs (i < j) with cosine similarity > threshold, their similarities and stats.
+    """All unordered pairs (i < j) with similarity > threshold (float64, see exact.rescore), their similarities
+    and stats.
 
     `vectors` must already be unit rows (see `unit_rows`); they are used as float32 without a copy when they
-    are float32 C-contiguous. method: "exact", "index" (options: n_cells, n_probe, per_cell, iters, closure,
-    closure_max_degree, seed) or "auto" (exact up to AUTO_EXACT_MAX_ROWS rows, index above).
-    Returns (pairs int64 (E, 2) sorted by (i, j), similarities float32 (E,), stats).
+    are float32 C-contiguous. method: "exact" (options: device, precision, block, col_block), "index" (options:
+    see _ivf_pairs) or "auto": exact on a GPU, and on the CPU where its estimated time fits `exact_budget_s`
+    (default AUTO_EXACT_BUDGET_S) or n <= AUTO_EXACT_MAX_ROWS; the index otherwise.
+    Returns (pairs int64 (E, 2) sorted by (i, j), similarities float64 (E,), stats).
     """
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n = x.shape[0]
+    budget = float(options.pop("exact_budget_s", AUTO_EXACT_BUDGET_S))
+    stats: dict[str, Any] = {"n": n}
     if method == "auto":
-        method = "exact" if n <= AUTO_EXACT_MAX_ROWS else "index"
+        method, stats["auto"] = choose_method(n, x.shape[1], budget, options.get("device"))
+    stats["method"] = method
     t0 = time.perf_counter()
-    stats: dict[str, Any] = {"method": method, "n": n}
+    # each search takes its own options: callers of "auto" may pass both sets
+    exact_options = {k: v for k, v in options.items() if k in EXACT_OPTIONS}
+    index_options = {k: v for k, v in options.items() if k not in EXACT_OPTIONS}
     if method == "exact":
-        found, checked = _exact_pairs(x, threshold, **options)
-    elif method == "index":
-        found, checked, extra = _ivf_pairs(x, threshold, **options)
+        pairs, sims, extra = exact_pairs(x, threshold, **exact_options)
         stats.update(extra)
-    else:
+        stats.update({"edges": len(pairs), "seconds": time.perf_counter() - t0})
+        return pairs, sims, stats
+    if method != "index":
         raise ValueError(f"unknown method {method!r} (exact, index or auto)")
-    if found:
-        gi = np.concatenate([f[0] for f in found]).astype(np.int64)
-        gj = np.concatenate([f[1] for f in found]).astype(np.int64)
-        gs = np.concatenate([f[2] for f in found]).astype(np.float32)
-    else:
-        gi = gj = np.zeros(0, np.int64)
-        gs = np.zeros(0, np.float32)
-    lo, hi = np.minimum(gi, gj), np.maximum(gi, gj)
-    key, first = np.unique(lo * n + hi, return_index=True)
-    pairs = np.stack([key // n, key % n], axis=1) if len(key) else np.zeros((0, 2), np.int64)
-    stats.update({"candidates": int(checked), "edges": len(pairs), "seconds": time.perf_counter() - t0})
-    return pairs, gs[first], stats
+    found, checked, extra = _ivf_pairs(x, threshold, **index_options)
+    stats.update(extra)
+    gi = np.concatenate([f[0] for f in found]).astype(np.int64) if found else np.zeros(0, np.int64)
+    gj = np.concatenate([f[1] for f in found]).astype(np.int64) if found else np.zeros(0, np.int64)
+    cand = unique_pairs(gi, gj, n)
+    sims = rescore(x, cand)
+    above = sims > threshold
+    stats.update({"candidates": int(checked), "edges": int(above.sum()), "seconds": time.perf_counter() - t0})
+    return cand[above], sims[above], stats
 
+
+def choose_method(n: int, dim: int, budget_s: float, device: str | None = None) -> tuple[str, str]:
+    """("exact" or "index", why): exact on a GPU, and on the CPU when its estimated time fits the budget."""
+    if device is None and cuda_available() or device is not None and not device.startswith("cpu"):
+        return "exact", "a GPU is available: exact"
+    if n <= AUTO_EXACT_MAX_ROWS:
+        return "exact", f"n <= {AUTO_EXACT_MAX_ROWS}: exact"
+    estimate = cpu_exact_seconds(n, dim)
+    if estimate <= budget_s:
+        return "exact", f"exact search estimated at {estimate:.0f} s <= budget {budget_s:.0f} s"
+    return "index", f"exact search estimated at {estimate:.0f} s > budget {budget_s:.0f} s: index"
