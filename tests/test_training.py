@@ -72,6 +72,20 @@ def test_train_a_few_steps_then_resume_equals_an_uninterrupted_run(tiny: dict[st
         train(tiny["export"], tmp_path / "stopped", dataclasses.replace(TINY, lr=0.5), progress=False)
 
 
+def test_dataloader_path_trains_exactly_as_the_cached_path(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """The vec2face preset decodes JPEGs in DataLoader workers; the cpu preset caches them: same batches, same model."""
+    import torch
+
+    from synid_assets.core.training.trainer import train
+
+    config = dataclasses.replace(TINY, epochs=1)
+    cached = train(tiny["export"], tmp_path / "cached", config, progress=False)
+    loaded = train(tiny["export"], tmp_path / "loaded", dataclasses.replace(config, cache_images=False, workers=1),
+                   progress=False)
+    a, b = _state(cached["checkpoint"])["backbone"], _state(loaded["checkpoint"])["backbone"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("head", ["arcface", "adaface"])
 def test_other_heads_learn_something(tiny: dict[str, Path], tmp_path: Path, head: str) -> None:
     from synid_assets.core.training.trainer import train

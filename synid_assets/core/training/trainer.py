@@ -89,7 +89,7 @@ def _same_recipe(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     return sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
 
 
-def _batches(dataset, order: torch.Tensor, config: TrainConfig, pin: bool) -> Iterator[tuple[Any, Any]]:
+def _batches(dataset, order: torch.Tensor, config: TrainConfig, pin: bool, seed: int) -> Iterator[tuple[Any, Any]]:
     import torch
 
     full = len(order) // config.batch_size * config.batch_size  # drop the last partial batch, as trainers do
@@ -106,6 +106,8 @@ def _batches(dataset, order: torch.Tensor, config: TrainConfig, pin: bool) -> It
         num_workers=config.workers,
         pin_memory=pin,
         persistent_workers=False,
+        # Its own generator for the workers' seeds: the global one (dropout) draws the same as with cached images.
+        generator=torch.Generator().manual_seed(seed),
     )
     yield from loader
 
@@ -214,7 +216,7 @@ def train(
         head.train()
         loss_sum, seen, started = 0.0, 0, time.perf_counter()
         bar = _progress(steps_per_epoch, epoch + 1, config.epochs, progress)
-        for step, (images, labels) in enumerate(_batches(dataset, order, config, cuda)):
+        for step, (images, labels) in enumerate(_batches(dataset, order, config, cuda, epoch_seed)):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, epoch + step / steps_per_epoch)
             images = images.to(device, non_blocking=True)
