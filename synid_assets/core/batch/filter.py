@@ -134,6 +134,7 @@ def filter_batch(
     dim = len(candidates[0][1]) if candidates else 0
     matrix = np.stack([c[1] for c in kept]) if kept else np.zeros((0, dim), np.float32)
     state = _filter_state(layout, batch_id)
+    saturated = False  # fmr mode: some candidate had `neighbour_limit` earlier neighbours, all above threshold
     if settings.mode == "strict":
         decisions = strict_filter(
             ids,
@@ -148,6 +149,7 @@ def filter_batch(
             if kept
             else []
         )
+        saturated = any(len(p) >= settings.neighbour_limit and p[-1][1] > settings.threshold for p in neighbours)
         decisions, edges_total = incremental_fmr_filter(
             ids, matrix, settings.threshold, float(settings.target_fmr), neighbours,
             state["accepted_total"], state["edges_total"],
@@ -181,6 +183,10 @@ def filter_batch(
         "acceptance_rate": accepted_count / max(1, len(candidates)),
         "dataset_accepted": accepted_total,
         "dataset_fmr": dataset_fmr(accepted_total, edges_total),
+        # every candidate is compared with every earlier acceptance (flat LanceDB scan) and the batch's own
+        # candidates (dense products): the figures are exact unless a neighbour list was cut at its limit
+        "search": "exact",
+        "figures": "lower bound" if saturated else "exact",
     }
 
 

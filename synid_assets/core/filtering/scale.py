@@ -4,8 +4,10 @@ FLUXSynID's similarity filter builds the dense cosine matrix, thresholds it into
 repeatedly removes the identity with the highest degree until the false-match rate among the remaining
 identities is at most a target. Here the same decisions are made on the sparse graph of above-threshold pairs:
 
-* `above_threshold_pairs` (pair_search.py) finds the graph: "exact" (blocked float32 products, never n x n at
-  once) or "index" (an inverted-file index of our own in numpy, every candidate scored exactly);
+* `above_threshold_pairs` (pair_search.py) finds the graph: "exact" (exact.py: blocked torch products on the
+  CPU or a GPU, never n x n at once, pairs near the threshold re-scored in float64) or "index" (an inverted-file
+  index of our own in numpy over raw and whitened partitions, every candidate scored exactly); "auto" runs
+  exact on a GPU and where its estimated CPU time fits the budget;
 * `strict_keep` / `fmr_keep` decide on the graph in O(n + E) / O((n + E) log n) with the rules the incremental
   filter uses too (rules.py);
 * `dense_strict_keep` / `dense_fmr_keep` are plain dense versions of the same rules (baseline and test oracle).
