@@ -232,3 +232,16 @@ def test_fr_model_and_fr_evaluation_assets_train_evaluate_and_record(tiny: dict[
     assert not failed.success
     failure = next(e for e in failed.all_events if e.is_step_failure)
     assert "no .bin set given" in failure.step_failure_data.user_failure_data.description
+
+
+@pytest.mark.gpu
+def test_gpu_training_uses_bf16_autocast_and_channels_last(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from synid_assets.core.training.trainer import load_trained_backbone, train
+
+    config = dataclasses.replace(TINY, device="cuda", cache_images=False, workers=2, threads=0)
+    summary = train(tiny["export"], tmp_path / "gpu", config, progress=False)
+    assert summary["epochs_done"] == 2 and summary["loss"] > 0
+    meta = json.loads((tmp_path / "gpu" / "training.json").read_text())
+    assert meta["device"].startswith("cuda") and meta["amp"] in ("bfloat16", "float16")
+    model, *_ = load_trained_backbone(tmp_path / "gpu", "cuda")
+    assert next(model.parameters()).is_cuda
