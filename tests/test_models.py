@@ -77,6 +77,14 @@ SHIPPED_PROFILE_MODELS: dict[str, list[ModelRef]] = {
         ModelRef("face_analyzer.model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None, None,
                  "see the model's source"),
     ],
+    "vec2face-80gb": [
+        ModelRef("document_generator", "BooBooWu/Vec2Face", None, ("weights/vec2face_generator.pth",),
+                 "MIT (model card); trained on a WebFace4M subset (research-only terms)"),
+        ModelRef("live_generator[0]", "BooBooWu/Vec2Face", None, ("weights/vec2face_generator.pth",),
+                 "MIT (model card); trained on a WebFace4M subset (research-only terms)"),
+        ModelRef("face_analyzer.model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None, None,
+                 "see the model's source"),
+    ],
     "flux-live-80gb": [
         *_FLUX_DOCUMENTS,
         ModelRef("live_generator[0]", "FoivosPar/Arc2Face", None, _ARC2FACE_FILES, _ARC2FACE_LICENSE),

@@ -24,11 +24,13 @@ REGISTRY: dict[str, dict[str, str]] = {
         "procedural": "synid_assets.core.generation.procedural:ProceduralDocumentGenerator",
         "flux": "synid_assets.core.generation.flux_documents:FluxDocumentGenerator",
         "arc2face": "synid_assets.core.generation.arc2face:Arc2FaceDocumentGenerator",  # renders identity vectors
+        "vec2face": "synid_assets.core.generation.vec2face:Vec2FaceDocumentGenerator",  # renders identity vectors
     },
     "live_generator": {
         "procedural": "synid_assets.core.generation.procedural:ProceduralLiveGenerator",
         "arc2face": "synid_assets.core.generation.arc2face:Arc2FaceLiveGenerator",
         "kontext": "synid_assets.core.generation.kontext:KontextLiveGenerator",
+        "vec2face": "synid_assets.core.generation.vec2face:Vec2FaceLiveGenerator",
     },
     "face_analyzer": {
         "dlib": "synid_assets.core.analysis.dlib_analyzer:DlibFaceAnalyzer",
