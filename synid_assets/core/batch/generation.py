@@ -219,11 +219,15 @@ def generate_live(
     accepted = accepted_identities(layout, batch_id, "live_images")
     rows, reused_total, paths = [], 0, []
     start = 0
+    from synid_assets.core.batch.vectors import identity_vectors_in_space
+
     for generator, count in generators:
+        sampled = identity_vectors_in_space(layout, batch_id, getattr(generator, "vector_space", None))
         jobs = []
         for ident in accepted:
             identity = identities[ident]
             vector = doc_vectors.get(ident)
+            identity_vector = sampled.get(ident)
             for k in range(start, start + count):
                 seed = stream_seed(identity.seed, "live", k)
                 request = LiveRequest(
@@ -233,9 +237,12 @@ def generate_live(
                     seed=seed,
                     document_path=str(layout.absolute(doc_paths[ident])),
                     document_embedding=None if vector is None else [float(x) for x in vector],
+                    identity_vector=identity_vector,
                 )
                 payload = {"seed": seed, "identity_seed": identity.seed, "live_index": k, "attrs": identity.attributes,
                            "document": doc_paths[ident]}
+                if identity_vector is not None:  # only then, so earlier live images keep their reuse keys
+                    payload["identity_vector"] = identity_vector
                 jobs.append((f"{ident}-live-{k:02d}", request, payload))
         records, reused = _generate_images(layout, batch_id, "live", generator, jobs)
         reused_total += reused

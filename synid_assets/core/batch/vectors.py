@@ -102,3 +102,22 @@ def read_identity_vectors(layout: DatasetLayout, batch_id: str, needed_by: str) 
         )
     frame = read_table(layout, batch_id, IDENTITY_VECTORS, needed_by, ("identity_id", "vector"))
     return {i: json.loads(v) for i, v in zip(frame["identity_id"].to_list(), frame["vector"].to_list(), strict=True)}
+
+
+def identity_vectors_in_space(layout: DatasetLayout, batch_id: str, space: str | None) -> dict[str, list[float]]:
+    """{identity_id: unit vector} when the batch has identity vectors sampled in `space`, else {}.
+
+    A live generator conditioned in the same space as the document generator varies the sampled vector itself
+    (as Vec2Face does); in another space, or on the attributes route, it has none and uses the document face.
+    """
+    path = layout.table(batch_id, IDENTITY_VECTORS.name)
+    if space is None or not path.exists():
+        return {}
+    frame = read_table(layout, batch_id, IDENTITY_VECTORS, "live_images", ("identity_id", "vector", "vector_space"))
+    return {
+        identity: json.loads(vector)
+        for identity, vector, vector_space in zip(
+            frame["identity_id"].to_list(), frame["vector"].to_list(), frame["vector_space"].to_list(), strict=True
+        )
+        if vector_space == space
+    }

@@ -52,6 +52,8 @@ class LiveRequest:
     seed: int
     document_path: str
     document_embedding: Sequence[float] | None = None
+    # The sampled identity vector (identity_source: embeddings), given to generators conditioned in its space.
+    identity_vector: Sequence[float] | None = None
 
 
 @dataclass

@@ -143,6 +143,8 @@ class Vec2FaceLiveGenerator:
     name = "vec2face"
     version = "1"
     varies = True  # live images perturb the vector; documents render it as it is
+    # Its ID embedder's space: on the embeddings route live requests carry the identity's sampled vector.
+    vector_space = VECTOR_SPACE
     requirements = BackendRequirements(device="any")
 
     @classmethod
@@ -348,5 +350,4 @@ class Vec2FaceDocumentGenerator(Vec2FaceLiveGenerator):
     """Documents with Vec2Face (identity_source: embeddings): each identity's sampled vector, rendered as it is."""
 
     varies = False
-    vector_space = VECTOR_SPACE  # its ID embedder: the space identity vectors are sampled in
-    vector_dim = VECTOR_DIM
+    vector_dim = VECTOR_DIM  # with the inherited vector_space: documents render identity vectors
