@@ -28,7 +28,8 @@ def test_pools_and_partitions(synid_home) -> None:
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
     pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
-    for key in ("document_images", "document_embeddings", "live_images", "live_embeddings"):
+    for key in ("document_images", "document_embeddings", "live_images", "live_embeddings", "fr_model",
+                "fr_evaluation"):
         assert pools[key] == {"gpu"}
     assert pools["dataset_manifest"] == {"duckdb"} == pools["quality_report"]
     assert pools["identity_filter"] == {"identity_filter"}

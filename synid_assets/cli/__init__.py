@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from synid_assets.cli import attributes, demo, filter_vectors, models, query, regenerate, thresholds
-from synid_assets.cli import evaluate, train
-from synid_assets.cli import export
-from synid_assets.cli import vectors
+from synid_assets.cli import (
+    attributes,
+    demo,
+    evaluate,
+    export,
+    filter_vectors,
+    models,
+    query,
+    regenerate,
+    thresholds,
+    train,
+    vectors,
+)
 
 COMMAND_GROUPS = (demo, query, attributes, thresholds, filter_vectors, models, regenerate)
 COMMAND_GROUPS += (train, evaluate)

@@ -147,7 +147,9 @@ def crop_pixels(layout: DatasetLayout, sample: Sample, crop: str) -> np.ndarray:
         from PIL import Image
 
         return np.asarray(Image.fromarray(aligned).resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR))
-    if (sample.model_id or "").startswith("dlib") and sample.landmarks:
+    from synid_assets.core.analysis.dlib_analyzer import DlibFaceAnalyzer
+
+    if sample.model_id == DlibFaceAnalyzer.model_id and sample.landmarks:
         from synid_assets.core.analysis.alignment import align_face_eyes
 
         points = np.asarray(json.loads(sample.landmarks), dtype=np.float64)

@@ -79,9 +79,10 @@ class TrainConfig:
         return data
 
 
+DEFAULT_PRESET = "vec2face"  # Vec2Face's published recipe; presets are named after the recipe they follow
 PRESETS: dict[str, TrainConfig] = {
     # Vec2Face's published recipe (HSFace training: IR-SE-50 + ArcFace, SGD, 26 epochs, flip + RandomErasing).
-    "vec2face": TrainConfig(),
+    DEFAULT_PRESET: TrainConfig(),
     # The CPU demonstration: an IResNet-18 layout at a quarter of the width on 56x56 crops, fast on 2 cores.
     "cpu": TrainConfig(
         backbone="ir18",
@@ -173,7 +174,7 @@ def load_config(preset: str | None = None, config_file: str | Path | None = None
             raise TrainingError(f"{path}: expected a mapping of training settings, got {type(data).__name__}")
         data = dict(data)
     file_preset = data.pop("preset", None)
-    name = preset or file_preset or "vec2face"  # the command line's preset wins over the file's
+    name = preset or file_preset or DEFAULT_PRESET  # the command line's preset wins over the file's
     if name not in PRESETS:
         raise TrainingError(f"{source}: unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return from_dict(data, PRESETS[name], source)

@@ -278,7 +278,7 @@ def load_trained_backbone(
     model_path: str | Path, device: str = "cpu"
 ) -> tuple[torch.nn.Module, TrainConfig, Path, int]:
     """(backbone in eval mode, its config, the checkpoint file, its epoch) from an output dir or a checkpoint."""
-    from synid_assets.core.training.config import PRESETS
+    from synid_assets.core.training.config import DEFAULT_PRESET, PRESETS
     from synid_assets.core.training.models import build_backbone
 
     path = Path(model_path)
@@ -291,7 +291,7 @@ def load_trained_backbone(
         raise TrainingError(f"{path}: model not found (give a `synid train` output dir or a checkpoint in it)")
     state = read_checkpoint(path)
     saved = {k: v for k, v in state["config"].items() if k != "notes"}
-    config = from_dict(saved, PRESETS["vec2face"], str(path))
+    config = from_dict(saved, PRESETS[DEFAULT_PRESET], str(path))
     backbone = build_backbone(config)
     try:
         backbone.load_state_dict(state["backbone"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from synid_assets.core.training.config import DEFAULT_PRESET
 from synid_assets.defs.assets.common import GROUP
 from synid_assets.defs.resources import DatasetResource
 
@@ -17,7 +18,7 @@ from synid_assets.defs.resources import DatasetResource
 class FRModelConfig(dg.Config):
     export_dir: str = "exports/imagefolder"  # the imagefolder export to train on; relative: under SYNID_HOME
     out_dir: str = "models/fr_model"  # relative paths are under SYNID_HOME
-    preset: str = "vec2face"
+    preset: str = DEFAULT_PRESET
     config_file: str | None = None  # YAML/JSON of TrainConfig settings on top of the preset
     epochs: int | None = None
 
