@@ -41,6 +41,7 @@ from synid_assets.core.generation.arc2face_conditioning import (
     normalize_embedding,
     replace_id_token,
 )
+from synid_assets.core.generation.regeneration import check_params_match
 from synid_assets.core.generation.torch_runtime import (
     load_lora,
     looks_like_path,
@@ -436,17 +437,7 @@ class Arc2FaceLiveGenerator:
 
     def regenerate(self, params: Mapping[str, Any]) -> Image.Image:
         """Re-make one image from its recorded params (embedding, seed, size); the model fields must match."""
-        if params.get("generator", self.name) != self.name:
-            raise ValueError(f"params were made by generator {params.get('generator')!r}, not {self.name!r}")
-        mismatched = [f for f in _MODEL_FIELDS if f in params and params[f] != getattr(self, f)]
-        for field in ("steps", "guidance"):
-            if field in params and params[field] != getattr(self, field):
-                mismatched.append(field)
-        if "noise_device" in params and params["noise_device"] != self.noise_device:
-            mismatched.append("noise_device")
-        if mismatched:
-            detail = ", ".join(f"{f}: recorded {params.get(f)!r}" for f in mismatched)
-            raise ValueError(f"params do not match this generator ({detail}); use from_params(params)")
+        check_params_match(self, params, (*_MODEL_FIELDS, "steps", "guidance", "noise_device"))
         embedding = params.get("embedding")
         if embedding is None or len(embedding) != ARCFACE_DIM:
             raise ValueError(f"params hold no 512-d embedding: {NEEDS_EMBEDDING}")

@@ -19,6 +19,7 @@ from synid_assets.core.config.models import license_of
 from synid_assets.core.config.requirements import FLUX_DIFFUSERS_FILES, LORA_FILES, BackendRequirements, ModelNeed
 from synid_assets.core.dataset.seeds import rng_for
 from synid_assets.core.errors import ModelLoadError
+from synid_assets.core.generation.regeneration import check_generator, check_params_match
 from synid_assets.core.generation.torch_runtime import (
     check_offload,
     diffusers_model_dir,
@@ -348,17 +349,13 @@ class FluxDocumentGenerator:
         max_sequence_length, noise device, and the revision when both are known) must match this generator: build
         it with `FluxDocumentGenerator.from_params(params)` to get one that does.
         """
-        if params.get("generator", self.name) != self.name:
-            raise ValueError(f"params were made by generator {params.get('generator')!r}, not {self.name!r}")
+        check_generator(self, params)
         self.load()
-        mismatched = [f for f in _MODEL_FIELDS if f in params and params[f] != getattr(self, f)]
-        if "noise_device" in params and params["noise_device"] != self.noise_device:
-            mismatched.append("noise_device")
-        if params.get("revision") and self._resolved_revision and params["revision"] != self._resolved_revision:
-            mismatched.append("revision")
-        if mismatched:
-            detail = ", ".join(f"{f}: recorded {params.get(f)!r}" for f in mismatched)
-            raise ValueError(f"params do not match this generator's model ({detail}); use from_params(params)")
+        # The resolved revision is known only once loaded; a recorded one that differs makes other weights.
+        revision_differs = bool(
+            params.get("revision") and self._resolved_revision and params["revision"] != self._resolved_revision
+        )
+        check_params_match(self, params, (*_MODEL_FIELDS, "noise_device"), ("revision",) if revision_differs else ())
         images = self._run(
             [params["prompt"]],
             [int(params["seed"])],

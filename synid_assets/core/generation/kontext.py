@@ -26,6 +26,7 @@ from synid_assets.core.analysis.images import read_image
 from synid_assets.core.config.models import license_of
 from synid_assets.core.config.requirements import FLUX_DIFFUSERS_FILES, BackendRequirements, ModelNeed
 from synid_assets.core.dataset.seeds import rng_for
+from synid_assets.core.generation.regeneration import check_params_match
 from synid_assets.core.generation.torch_runtime import (
     check_offload,
     diffusers_model_dir,
@@ -324,14 +325,7 @@ class KontextLiveGenerator:
 
     def regenerate(self, params: Mapping[str, Any]) -> Image.Image:
         """Re-make one image from its params: the recorded instruction, seed and size, on the same document file."""
-        if params.get("generator", self.name) != self.name:
-            raise ValueError(f"params were made by generator {params.get('generator')!r}, not {self.name!r}")
-        mismatched = [f for f in _MODEL_FIELDS if f in params and params[f] != getattr(self, f)]
-        if "noise_device" in params and params["noise_device"] != self.noise_device:
-            mismatched.append("noise_device")
-        if mismatched:
-            detail = ", ".join(f"{f}: recorded {params.get(f)!r}" for f in mismatched)
-            raise ValueError(f"params do not match this generator ({detail}); use from_params(params)")
+        check_params_match(self, params, (*_MODEL_FIELDS, "noise_device"))
         path = Path(params["document_path"])
         if not path.is_file():
             raise FileNotFoundError(f"document image {path} is missing")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from synid_assets.core.config.models import license_of
 from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
 from synid_assets.core.errors import ModelLoadError
+from synid_assets.core.generation.regeneration import check_params_match
 from synid_assets.core.generation.torch_runtime import looks_like_path, resolve_device, snapshot_commit
 from synid_assets.core.generation.types import DocumentRequest, GeneratedImage, LiveRequest
 
@@ -316,14 +317,7 @@ class Vec2FaceLiveGenerator:
 
     def regenerate(self, params: Mapping[str, Any]) -> Image.Image:
         """Re-make one image from its recorded params (vector, seed); the model fields must match."""
-        if params.get("generator", self.name) != self.name:
-            raise ValueError(f"params were made by generator {params.get('generator')!r}, not {self.name!r}")
-        mismatched = [f for f in _MODEL_FIELDS if f in params and params[f] != getattr(self, f)]
-        if "varies" in params and params["varies"] != self.varies:
-            mismatched.append("varies")
-        if mismatched:
-            detail = ", ".join(f"{f}: recorded {params.get(f)!r}" for f in mismatched)
-            raise ValueError(f"params do not match this generator ({detail}); use from_params(params)")
+        check_params_match(self, params, (*_MODEL_FIELDS, "varies"))
         vector = params.get("vector")
         if vector is None or len(vector) != VECTOR_DIM:
             raise ValueError(f"params hold no {VECTOR_DIM}-d vector")
