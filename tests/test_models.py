@@ -82,8 +82,10 @@ SHIPPED_PROFILE_MODELS: dict[str, list[ModelRef]] = {
                  "MIT (model card); trained on a WebFace4M subset (research-only terms)"),
         ModelRef("live_generator[0]", "BooBooWu/Vec2Face", None, ("weights/vec2face_generator.pth",),
                  "MIT (model card); trained on a WebFace4M subset (research-only terms)"),
-        ModelRef("face_analyzer.model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None, None,
-                 "see the model's source"),
+        ModelRef("face_analyzer.detector_model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None,
+                 None, "see the model's source"),
+        ModelRef("face_analyzer.checkpoint", "BooBooWu/Vec2Face", None, ("weights/arcface-r100-glint360k.pth",),
+                 "MIT (model card); trained on a WebFace4M subset (research-only terms)"),
     ],
     "flux-live-80gb": [
         *_FLUX_DOCUMENTS,

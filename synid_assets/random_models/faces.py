@@ -7,8 +7,8 @@
   back exactly.
 - `TinyArcFace`: N x 3 x 112 x 112 -> N x 512 with seeded random weights.
 - `tiny_frs_checkpoint`: a reduced IResNet (same key names, fewer and narrower units) saved in the FRS's
-  published layout (AdaFace: Lightning dict with `model.`-prefixed keys plus a `head.kernel`; the others: a plain
-  state_dict).
+  published layout (AdaFace: Lightning dict with `model.`-prefixed keys plus a `head.kernel`; the others, including
+  the arcface_torch layout of `arcface-r100-glint360k` and `elasticface-arc-r100`: a plain state_dict).
 """
 
 from __future__ import annotations
@@ -166,7 +166,10 @@ def smooth_image(height: int, width: int) -> np.ndarray:
 
 
 def tiny_frs_checkpoint(frs: str, path: Path, seed: int = 0, layout: str | None = None) -> Path:
-    """Save a reduced-size FRS backbone with random weights in `layout`'s checkpoint format (default: frs's own)."""
+    """Save a reduced-size FRS backbone with random weights in `layout`'s checkpoint format (default: frs's own).
+
+    Any FRS of frs_models.FRS_SPECS, e.g. "elasticface-arc-r100" (conv1, layer1.0.bn1, ..., fc, features keys).
+    """
     from synid_assets.core.analysis.frs import build_backbone
 
     torch.manual_seed(seed)

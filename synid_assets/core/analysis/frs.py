@@ -1,4 +1,6 @@
-"""The three face-recognition systems FLUXSynID filters with, as torch IResNets loading their published checkpoints.
+"""Face-recognition systems as torch IResNets loading their published checkpoints (architectures: frs_models.py).
+
+FLUXSynID's three, with its thresholds:
 
 - adaface: `adaface_ir101_webface12m.ckpt`, a Lightning checkpoint whose `state_dict` keys are prefixed
   `model.`; IR-101 as mk-minchul/AdaFace `net.py` `Backbone(input_size, 100, 'ir')`; input BGR in [-1, 1].
@@ -21,6 +23,15 @@ below were measured: ArcFace and CurricularFace get the RGB crop normalized to [
 first (as AdaFace's own inference.py does). Embeddings are L2-normalized here (AdaFace/TreB1eN normalize inside
 their forward; CurricularFace returns the raw BN1d output).
 
+The ID embedders of the embedding-space generators (key layouts and upstream commits in frs_models.py), with no
+published per-FMR cosine threshold, so a profile gets its thresholds from `synid calibrate`:
+
+- arcface-r100-glint360k: Vec2Face / Vec2Face+'s `weights/arcface-r100-glint360k.pth` (BooBooWu/Vec2Face; give
+  `checkpoint: BooBooWu/Vec2Face:weights/arcface-r100-glint360k.pth` to load it from the hub cache); input RGB in
+  [-1, 1], as Vec2Face feeds it.
+- elasticface-arc-r100: ElasticFace-Arc R100 `295672backbone.pth`, IDiff-Face and UIFace's embedder; input RGB in
+  [-1, 1], as IDiff-Face's ToTensor + Normalize(0.5, 0.5).
+
 Note on alignment: FLUXSynID crops with MTCNN landmarks and a full affine least-squares fit onto the same 112x112
 ArcFace template; this module uses SCRFD (or dlib) landmarks and a similarity fit, so scores near a threshold can
 differ slightly from FLUXSynID's.
@@ -32,16 +43,20 @@ import pickle
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from synid_assets.core.analysis.alignment import align_face_eyes
+from synid_assets.core.analysis.frs_models import FRS_SPECS as FRS_SPECS
+from synid_assets.core.analysis.frs_models import STAGE_UNITS as STAGE_UNITS
+from synid_assets.core.analysis.frs_models import FRSSpec as FRSSpec
+from synid_assets.core.analysis.frs_models import IResNetBackbone as IResNetBackbone
+from synid_assets.core.analysis.frs_models import build_backbone as build_backbone
 from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8, embed_detected
+from synid_assets.core.config.models import license_of
 from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
 from synid_assets.core.errors import ModelLoadError
 
@@ -53,71 +68,24 @@ _FRS_THRESHOLD_VALUES: dict[str, dict[float, float]] = {
     "curricularface": {1e-3: 0.2855643630027771, 1e-4: 0.3750773072242737},
 }
 
-STAGE_UNITS: dict[int, tuple[int, int, int, int]] = {
-    50: (3, 4, 14, 3),
-    100: (3, 13, 30, 3),
-    152: (3, 8, 36, 3),
-}
-FULL_CHANNELS = (64, 128, 256, 512)
-
-
-@dataclass(frozen=True)
-class FRSSpec:
-    depth: int
-    mode: str  # "ir" or "ir_se"
-    block_style: str  # "adaface" or "treb1en"
-    bn1d_affine: bool
-    bgr_input: bool
-    checkpoint_name: str
-    how_to_get: str
-
-    @property
-    def arch_name(self) -> str:
-        depth = 101 if self.depth == 100 else self.depth  # the published "IR-101" is num_layers=100
-        return f"{self.mode.upper().replace('_', '-')}-{depth}"
-
-
-FRS_SPECS: dict[str, FRSSpec] = {
-    "adaface": FRSSpec(
-        100,
-        "ir",
-        "adaface",
-        False,
-        True,
-        "adaface_ir101_webface12m.ckpt",
-        "download adaface_ir101_webface12m.ckpt from the link in mk-minchul/AdaFace's README (pretrained models)",
-    ),
-    "arcface": FRSSpec(
-        50,
-        "ir_se",
-        "treb1en",
-        True,
-        False,
-        "model_ir_se50.pth",
-        "download model_ir_se50.pth (IR-SE50) from the link in TreB1eN/InsightFace_Pytorch's README",
-    ),
-    "curricularface": FRSSpec(
-        100,
-        "ir",
-        "treb1en",
-        False,
-        False,
-        "CurricularFace_Backbone.pth",
-        "download CurricularFace_Backbone.pth (IR101) from the link in HuangYG123/CurricularFace's README",
-    ),
-}
+CALIBRATE_HINT = (
+    "no published per-FMR threshold: measure them on labelled pairs with "
+    "`synid calibrate --profile PROFILE --pairs PAIRS --images DIR --write PROFILE.yaml`"
+)
 
 
 def frs_thresholds(frs: str) -> list[Threshold]:
-    """FLUXSynID's cosine thresholds for an FRS at FMR 1e-3 and 1e-4."""
-    if frs not in _FRS_THRESHOLD_VALUES:
-        raise KeyError(f"unknown FRS {frs!r} (known: {sorted(_FRS_THRESHOLD_VALUES)})")
-    return [Threshold(fmr=f, value=v, source=FLUXSYNID_SOURCE) for f, v in _FRS_THRESHOLD_VALUES[frs].items()]
+    """FLUXSynID's cosine thresholds for an FRS at FMR 1e-3 and 1e-4; [] for an FRS with none published."""
+    if frs not in FRS_SPECS:
+        raise KeyError(f"unknown FRS {frs!r} (known: {sorted(FRS_SPECS)})")
+    return [Threshold(fmr=f, value=v, source=FLUXSYNID_SOURCE) for f, v in _FRS_THRESHOLD_VALUES.get(frs, {}).items()]
 
 
 def threshold_at(frs: str, fmr: float) -> Threshold:
     """The threshold of `frs` at `fmr`; KeyError names the FMRs that are known."""
     thresholds = frs_thresholds(frs)
+    if not thresholds:
+        raise KeyError(f"FRS {frs!r} has {CALIBRATE_HINT}")
     for t in thresholds:
         if abs(t.fmr - fmr) <= 1e-12 * max(1.0, fmr):
             return t
@@ -127,126 +95,6 @@ def threshold_at(frs: str, fmr: float) -> Threshold:
 
 class FRSCheckpointError(ModelLoadError):
     """A checkpoint that is missing, unreadable, or whose keys do not match the FRS's architecture."""
-
-
-class SEModule(nn.Module):
-    def __init__(self, channels: int, reduction: int = 16) -> None:
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1, padding=0, bias=False)
-        self.relu = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1, padding=0, bias=False)
-        self.sigmoid = nn.Sigmoid()
-
-    def forward(self, x):
-        w = self.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))
-        return x * w
-
-
-class IRUnit(nn.Module):
-    """One residual unit; `block_style` picks the res_layer order of AdaFace or TreB1eN/CurricularFace."""
-
-    def __init__(self, in_c: int, out_c: int, stride: int, se: bool, block_style: str) -> None:
-        super().__init__()
-        if in_c == out_c:
-            self.shortcut_layer = nn.MaxPool2d(1, stride)
-        else:
-            self.shortcut_layer = nn.Sequential(
-                nn.Conv2d(in_c, out_c, (1, 1), stride, bias=False), nn.BatchNorm2d(out_c)
-            )
-        if block_style == "adaface":
-            layers = [
-                nn.BatchNorm2d(in_c),
-                nn.Conv2d(in_c, out_c, (3, 3), (1, 1), 1, bias=False),
-                nn.BatchNorm2d(out_c),
-                nn.PReLU(out_c),
-                nn.Conv2d(out_c, out_c, (3, 3), stride, 1, bias=False),
-                nn.BatchNorm2d(out_c),
-            ]
-            self.res_layer = nn.Sequential(*layers)
-            if se:
-                self.res_layer.add_module("se_block", SEModule(out_c, 16))
-        elif block_style == "treb1en":
-            layers = [
-                nn.BatchNorm2d(in_c),
-                nn.Conv2d(in_c, out_c, (3, 3), (1, 1), 1, bias=False),
-                nn.PReLU(out_c),
-                nn.Conv2d(out_c, out_c, (3, 3), stride, 1, bias=False),
-                nn.BatchNorm2d(out_c),
-            ]
-            if se:
-                layers.append(SEModule(out_c, 16))
-            self.res_layer = nn.Sequential(*layers)
-        else:
-            raise ValueError(f"unknown block_style {block_style!r} (adaface, treb1en)")
-
-    def forward(self, x):
-        return self.res_layer(x) + self.shortcut_layer(x)
-
-
-class Flatten(nn.Module):
-    def forward(self, x):
-        return x.reshape(x.shape[0], -1)
-
-
-class IResNetBackbone(nn.Module):
-    """IR / IR-SE backbone for 112x112 crops with the published checkpoints' module names.
-
-    depth 50/100/152 sets the units per stage; `units` and `channels` override them for reduced test models
-    (same key naming, fewer/narrower units). forward returns the raw 512-d embedding (not normalized).
-    """
-
-    def __init__(
-        self,
-        depth: int = 100,
-        mode: str = "ir",
-        block_style: str = "treb1en",
-        bn1d_affine: bool = False,
-        units: Sequence[int] | None = None,
-        channels: Sequence[int] | None = None,
-        embedding_size: int = 512,
-    ) -> None:
-        super().__init__()
-        if mode not in ("ir", "ir_se"):
-            raise ValueError(f"mode must be 'ir' or 'ir_se', got {mode!r}")
-        if units is None:
-            if depth not in STAGE_UNITS:
-                raise ValueError(f"depth must be one of {sorted(STAGE_UNITS)}, got {depth}")
-            units = STAGE_UNITS[depth]
-        chans = tuple(channels) if channels is not None else FULL_CHANNELS
-        if len(units) != 4 or len(chans) != 4:
-            raise ValueError("units and channels need 4 stages each")
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(3, chans[0], (3, 3), 1, 1, bias=False), nn.BatchNorm2d(chans[0]), nn.PReLU(chans[0])
-        )
-        modules = []
-        in_c = chans[0]
-        for n_units, out_c in zip(units, chans, strict=True):
-            for i in range(n_units):
-                stride = 2 if i == 0 else 1
-                modules.append(IRUnit(in_c if i == 0 else out_c, out_c, stride, mode == "ir_se", block_style))
-            in_c = out_c
-        self.body = nn.Sequential(*modules)
-        self.output_layer = nn.Sequential(
-            nn.BatchNorm2d(chans[3]),
-            nn.Dropout(0.4),
-            Flatten(),
-            nn.Linear(chans[3] * 7 * 7, embedding_size),
-            nn.BatchNorm1d(embedding_size, affine=bn1d_affine),
-        )
-
-    def forward(self, x):
-        return self.output_layer(self.body(self.input_layer(x)))
-
-
-def build_backbone(
-    frs: str, units: Sequence[int] | None = None, channels: Sequence[int] | None = None
-) -> IResNetBackbone:
-    """The FRS's IResNet (random weights), full published size unless units/channels reduce it."""
-    if frs not in FRS_SPECS:
-        raise KeyError(f"unknown FRS {frs!r} (known: {sorted(FRS_SPECS)})")
-    spec = FRS_SPECS[frs]
-    return IResNetBackbone(spec.depth, spec.mode, spec.block_style, spec.bn1d_affine, units=units, channels=channels)
 
 
 def _read_checkpoint(path: Path):
@@ -301,6 +149,9 @@ def load_frs_checkpoint(
     if model is None:
         model = build_backbone(frs, units=units, channels=channels)
     expected = model.state_dict()
+    # BN counters absent from a checkpoint are filled in, as torch's BatchNorm does for old state_dicts
+    # (they are unused in eval); every weight and running statistic must be there.
+    state = {k: v for k, v in expected.items() if k.endswith("num_batches_tracked") and k not in state} | state
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [
@@ -325,6 +176,14 @@ def load_frs_checkpoint(
     return model
 
 
+def hub_checkpoint(checkpoint: str) -> tuple[str, str] | None:
+    """(repo id, file) when `checkpoint` names a file in a hub repo as `owner/name:path/in/repo`, else None."""
+    repo, sep, file = str(checkpoint).partition(":")
+    if not sep or not file or repo.count("/") != 1 or repo.startswith(("/", ".", "~")) or "\\" in repo:
+        return None
+    return None if Path(checkpoint).expanduser().exists() else (repo, file)
+
+
 def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -342,7 +201,7 @@ _DTYPES = {
 
 
 class TorchFRSAnalyzer:
-    """Detection + 5-point alignment + one of FLUXSynID's FRS (AdaFace / ArcFace / CurricularFace), 512-d."""
+    """Detection + 5-point alignment + one of the FRS in FRS_SPECS (FLUXSynID's three, the generators' ID embedders)."""
 
     dim = 512
     # What it needs (see core/config/requirements.py): a GPU when one is visible (device="auto"), else the CPU.
@@ -350,8 +209,18 @@ class TorchFRSAnalyzer:
 
     @classmethod
     def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
-        """The detector's model pack and the FRS checkpoint: local paths (not on the hub in a standard layout)."""
-        return [local_model(options[key], key) for key in ("detector_model_dir", "checkpoint") if options.get(key)]
+        """The detector's model pack (a local path) and the FRS checkpoint: a local path or a hub repo's file."""
+        needs = (
+            [local_model(options["detector_model_dir"], "detector_model_dir")]
+            if options.get("detector_model_dir")
+            else []
+        )
+        hub = hub_checkpoint(options["checkpoint"]) if options.get("checkpoint") else None
+        if hub is not None:
+            needs.append(ModelNeed(hub[0], options.get("revision"), (hub[1],), license_of(hub[0]), part="checkpoint"))
+        elif options.get("checkpoint"):
+            needs.append(local_model(options["checkpoint"], "checkpoint"))
+        return needs
 
     def __init__(
         self,
@@ -365,6 +234,9 @@ class TorchFRSAnalyzer:
         det_thresh: float = 0.5,
         units: Sequence[int] | None = None,
         channels: Sequence[int] | None = None,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        local_files_only: bool = False,
     ) -> None:
         if frs not in FRS_SPECS:
             raise ModelLoadError(f"unknown FRS {frs!r} (known: {sorted(FRS_SPECS)})")
@@ -381,6 +253,9 @@ class TorchFRSAnalyzer:
         self.det_thresh = float(det_thresh)
         self.units = tuple(units) if units is not None else None  # reduced test models only
         self.channels = tuple(channels) if channels is not None else None
+        self.revision = revision  # of a hub checkpoint (`owner/name:file`)
+        self.cache_dir = cache_dir
+        self.local_files_only = bool(local_files_only)
         self.model_id = f"frs:{frs}/{Path(self.checkpoint).stem}"
         self.thresholds = frs_thresholds(frs)
         self._model = None
@@ -389,6 +264,29 @@ class TorchFRSAnalyzer:
         self._device = None
         self._dtype = None
         self._lock = threading.Lock()
+
+    def checkpoint_path(self) -> Path:
+        """The checkpoint file: the local path, or a hub file from the cache (`synid models download` fetches it)."""
+        hub = hub_checkpoint(self.checkpoint)
+        if hub is None:
+            return Path(self.checkpoint).expanduser()
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(
+                hf_hub_download(
+                    hub[0],
+                    hub[1],
+                    revision=self.revision,
+                    cache_dir=self.cache_dir,
+                    local_files_only=self.local_files_only,
+                )
+            )
+        except Exception as exc:  # not found, offline: every fetch failure
+            raise FRSCheckpointError(
+                f"{self.frs} checkpoint {hub[1]!r} of {hub[0]!r} could not be fetched: {type(exc).__name__}: {exc}. "
+                "Fetch it first with `synid models download PROFILE`."
+            ) from exc
 
     def load(self) -> None:
         """Load the detector and the FRS checkpoint once; later calls are no-ops."""
@@ -407,7 +305,7 @@ class TorchFRSAnalyzer:
                 dlib_analyzer = DlibFaceAnalyzer()
                 dlib_analyzer.load()
                 self._dlib = dlib_analyzer
-            model = load_frs_checkpoint(self.frs, self.checkpoint, units=self.units, channels=self.channels)
+            model = load_frs_checkpoint(self.frs, self.checkpoint_path(), units=self.units, channels=self.channels)
             self._device = torch.device(resolve_device(self.device_name))
             self._dtype = getattr(torch, self.dtype_name)
             self._model = model.to(self._device, dtype=self._dtype).eval()
