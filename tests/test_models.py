@@ -87,6 +87,14 @@ SHIPPED_PROFILE_MODELS: dict[str, list[ModelRef]] = {
         ModelRef("face_analyzer.checkpoint", "BooBooWu/Vec2Face", None, ("weights/arcface-r100-glint360k.pth",),
                  "MIT (model card); trained on a WebFace4M subset (research-only terms)"),
     ],
+    "idiff-face-80gb": [
+        ModelRef("document_generator", "~/models/idiff-face", None, None,
+                 "CC BY-NC-SA 4.0 (non-commercial; github.com/fdbtrs/IDiff-Face LICENSE)"),
+        ModelRef("live_generator[0]", "~/models/idiff-face", None, None,
+                 "CC BY-NC-SA 4.0 (non-commercial; github.com/fdbtrs/IDiff-Face LICENSE)"),
+        ModelRef("face_analyzer.model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None, None,
+                 "see the model's source"),
+    ],
     "flux-live-80gb": [
         *_FLUX_DOCUMENTS,
         ModelRef("live_generator[0]", "FoivosPar/Arc2Face", None, _ARC2FACE_FILES, _ARC2FACE_LICENSE),

@@ -25,12 +25,14 @@ REGISTRY: dict[str, dict[str, str]] = {
         "flux": "synid_assets.core.generation.flux_documents:FluxDocumentGenerator",
         "arc2face": "synid_assets.core.generation.arc2face:Arc2FaceDocumentGenerator",  # renders identity vectors
         "vec2face": "synid_assets.core.generation.vec2face:Vec2FaceDocumentGenerator",  # renders identity vectors
+        "idiff_face": "synid_assets.core.generation.idiff_face:IDiffFaceDocumentGenerator",  # CC BY-NC-SA 4.0
     },
     "live_generator": {
         "procedural": "synid_assets.core.generation.procedural:ProceduralLiveGenerator",
         "arc2face": "synid_assets.core.generation.arc2face:Arc2FaceLiveGenerator",
         "kontext": "synid_assets.core.generation.kontext:KontextLiveGenerator",
         "vec2face": "synid_assets.core.generation.vec2face:Vec2FaceLiveGenerator",
+        "idiff_face": "synid_assets.core.generation.idiff_face:IDiffFaceLiveGenerator",
     },
     "face_analyzer": {
         "dlib": "synid_assets.core.analysis.dlib_analyzer:DlibFaceAnalyzer",
