@@ -92,7 +92,10 @@ SHIPPED_PROFILE_MODELS: dict[str, list[ModelRef]] = {
                  "CC BY-NC-SA 4.0 (non-commercial; github.com/fdbtrs/IDiff-Face LICENSE)"),
         ModelRef("live_generator[0]", "~/models/idiff-face", None, None,
                  "CC BY-NC-SA 4.0 (non-commercial; github.com/fdbtrs/IDiff-Face LICENSE)"),
-        ModelRef("face_analyzer.model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None, None,
+        ModelRef("face_analyzer.detector_model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None,
+                 None, "see the model's source"),
+        ModelRef("face_analyzer.checkpoint",
+                 str(Path("~/models/idiff-face/Elastic_R100_295672backbone.pth").expanduser()), None, None,
                  "see the model's source"),
     ],
     "flux-live-80gb": [
