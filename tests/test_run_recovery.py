@@ -190,13 +190,15 @@ def test_sigkill_mid_batch_then_rerun_finishes_with_the_same_images(tmp_path, in
     home = _new_home(tmp_path / "killed")
     process, log = _start_demo(home, *DEMO)
     _wait_for(lambda: len(_images(home)) >= 3, process, "images under batches/")
-    assert process.poll() is None
+    instance = instance_at(home)
+    # Kill while a step holds a pool slot (the state that blocked every later run). Steps release their slot
+    # between them, so a kill can still land in such a gap: the slot-freeing itself is asserted deterministically
+    # by the holder-dies and sensor tests; here the rerun must finish either way.
+    _wait_for(lambda: bool(_held_slots(instance)), process, "a held pool slot")
     process.send_signal(signal.SIGKILL)
     process.wait()
-    instance = instance_at(home)
     [killed] = _runs_of(instance, "synid_batch")
     assert killed.status == DagsterRunStatus.STARTED and killed.tags[PID_TAG] == str(process.pid)
-    assert _held_slots(instance), "the killed run should still hold a slot before the rerun"
 
     rerun = _run_demo(home, *DEMO, timeout=180)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
