@@ -41,7 +41,8 @@ def test_pools_and_partitions(synid_home) -> None:
 def test_code_location_imports_no_heavy_libraries(synid_home) -> None:
     code = (
         "import sys, synid_assets.definitions as d; "
-        "heavy = [m for m in ('dlib', 'torch', 'diffusers', 'lancedb', 'duckdb', 'pyarrow', 'PIL', 'polars') "
+        "heavy = [m for m in ('dlib', 'torch', 'diffusers', 'transformers', 'lancedb', 'duckdb', 'pyarrow', 'PIL', "
+        "'polars', 'insightface', 'cv2', 'onnxruntime', 'scipy', 'skimage', 'lmdb', 'datasets', 'webdataset') "
         "if m in sys.modules]; "
         "print(','.join(heavy))"
     )

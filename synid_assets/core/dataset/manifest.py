@@ -8,12 +8,10 @@ Every table's columns, types and docs come from schemas.py; the SQL here says on
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from synid_assets.core.dataset.layout import DatasetLayout
+from synid_assets.core.dataset.layout import DatasetLayout, atomic_duckdb
 from synid_assets.core.dataset.schemas import (
     ATTRIBUTES,
     DOCUMENT_FACES,
@@ -93,21 +91,12 @@ def build_manifest(layout: DatasetLayout, extra_info: dict[str, str] | None = No
     """Rebuild $SYNID_HOME/manifest.duckdb from the batch files; returns row counts per table."""
     import duckdb
 
-    layout.home.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=layout.home, prefix=".manifest.", suffix=".duckdb")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()  # DuckDB must create the file itself
-    try:
+    with atomic_duckdb(layout.manifest_path) as tmp:
         con = duckdb.connect(str(tmp))
         try:
             counts = _fill(con, layout, extra_info or {})
         finally:
             con.close()
-        os.replace(tmp, layout.manifest_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        Path(str(tmp) + ".wal").unlink(missing_ok=True)
     return counts
 
 

@@ -19,14 +19,13 @@ FMR is counted over ordered pairs: 2 * (edges among the remaining) / (M * (M - 1
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from synid_assets.core.dataset.layout import atomic_write_bytes
 from synid_assets.core.filtering.exact import MARGINS, query_pairs, rescore
 from synid_assets.core.filtering.pair_search import AUTO_EXACT_MAX_ROWS, above_threshold_pairs
 from synid_assets.core.filtering.rules import CandidatePairs, fmr_rule, strict_rule
@@ -256,16 +255,5 @@ def filter_vectors_file(
     x = load_vectors(vectors_path)
     result = filter_vectors(x, threshold, mode=mode, target_fmr=target_fmr, normalized=True)
     result["vectors_path"] = str(vectors_path)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(out_path), json.dumps(result).encode())
     return result

@@ -7,14 +7,12 @@ tables declared below are created from their declaration, with a comment on ever
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from synid_assets.core.dataset.layout import DatasetLayout
+from synid_assets.core.dataset.layout import DatasetLayout, atomic_duckdb
 from synid_assets.core.dataset.schemas import ManifestColumn, ManifestTable
 
 QUALITY_FILE = "quality.duckdb"
@@ -120,12 +118,8 @@ def write_quality_duckdb(
     import duckdb
     import pyarrow as pa
 
-    fd, tmp_name = tempfile.mkstemp(dir=layout.home, prefix=".quality.", suffix=".duckdb")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
     target = layout.home / QUALITY_FILE
-    try:
+    with atomic_duckdb(target) as tmp:
         con = duckdb.connect(str(tmp))
         try:
             metrics = pa.table({
@@ -157,7 +151,4 @@ def write_quality_duckdb(
                 _declared(con, QUALITY_FR_EVALUATIONS, [])
         finally:
             con.close()
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target

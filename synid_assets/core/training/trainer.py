@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synid_assets.core.dataset.layout import atomic_write_bytes
+from synid_assets.core.dataset.layout import atomic_write_bytes, atomic_writer
 from synid_assets.core.training.config import TrainConfig, TrainingError, from_dict
 
 if TYPE_CHECKING:
@@ -55,17 +53,8 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save to a temp file beside `path`, fsync, rename: a kill never leaves a half checkpoint."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as handle:
+        torch.save(state, handle)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
