@@ -23,7 +23,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synid_assets.core.analysis.frs import IResNetBackbone  # noqa: E402
+from synid_assets.core.analysis.frs_models import IResNetBackbone  # noqa: E402
 
 TINY_UNITS = (1, 1, 1, 1)
 TINY_CHANNELS = (16, 32, 48, 64)

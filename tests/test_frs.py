@@ -6,11 +6,11 @@ from synid_assets.core.analysis.frs import (
     FLUXSYNID_SOURCE,
     FRSCheckpointError,
     TorchFRSAnalyzer,
-    build_backbone,
     frs_thresholds,
     load_frs_checkpoint,
     threshold_at,
 )
+from synid_assets.core.analysis.frs_models import build_backbone
 from synid_assets.core.analysis.types import FaceAnalyzer, Threshold
 from synid_assets.core.errors import ModelLoadError
 from synid_assets.core.generation import render

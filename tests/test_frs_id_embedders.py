@@ -8,12 +8,12 @@ from synid_assets.core.analysis.frs import (
     CALIBRATE_HINT,
     FRSCheckpointError,
     TorchFRSAnalyzer,
-    build_backbone,
     frs_thresholds,
     hub_checkpoint,
     load_frs_checkpoint,
     threshold_at,
 )
+from synid_assets.core.analysis.frs_models import build_backbone
 from synid_assets.core.config.profiles import load_profile
 from synid_assets.core.config.requirements import ModelNeed
 from synid_assets.core.generation import render

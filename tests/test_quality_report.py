@@ -6,7 +6,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from synid_assets.core.quality.report import fnmr_at, impostor_scores, u_class
+from synid_assets.core.quality.scores import fnmr_at, impostor_scores, u_class
 from tests.graph_helpers import QUIET, build, materialize_batch
 
 

@@ -188,7 +188,7 @@ def test_presets_are_the_published_recipe_and_a_cpu_one() -> None:
 
 def test_vec2face_backbone_is_the_arcface_frs_layout() -> None:
     """IR-SE-50 trained here has the weights layout of SynID's `arcface` FRS (TreB1eN's model_ir_se50.pth)."""
-    from synid_assets.core.analysis.frs import build_backbone as frs_backbone
+    from synid_assets.core.analysis.frs_models import build_backbone as frs_backbone
     from synid_assets.core.training.models import build_backbone
 
     ours = build_backbone(PRESETS["vec2face"]).state_dict()

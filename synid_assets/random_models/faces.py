@@ -170,7 +170,7 @@ def tiny_frs_checkpoint(frs: str, path: Path, seed: int = 0, layout: str | None 
 
     Any FRS of frs_models.FRS_SPECS, e.g. "elasticface-arc-r100" (conv1, layer1.0.bn1, ..., fc, features keys).
     """
-    from synid_assets.core.analysis.frs import build_backbone
+    from synid_assets.core.analysis.frs_models import build_backbone
 
     torch.manual_seed(seed)
     model = build_backbone(layout or frs, units=TINY_UNITS, channels=TINY_CHANNELS)

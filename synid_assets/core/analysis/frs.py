@@ -50,15 +50,12 @@ import numpy as np
 import torch
 
 from synid_assets.core.analysis.alignment import align_face_eyes
-from synid_assets.core.analysis.frs_models import FRS_SPECS as FRS_SPECS
-from synid_assets.core.analysis.frs_models import STAGE_UNITS as STAGE_UNITS
-from synid_assets.core.analysis.frs_models import FRSSpec as FRSSpec
-from synid_assets.core.analysis.frs_models import IResNetBackbone as IResNetBackbone
-from synid_assets.core.analysis.frs_models import build_backbone as build_backbone
+from synid_assets.core.analysis.frs_models import FRS_SPECS, build_backbone
 from synid_assets.core.analysis.types import FaceAnalysis, Threshold, as_rgb_uint8, embed_detected
 from synid_assets.core.config.models import license_of
 from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
 from synid_assets.core.errors import ModelLoadError
+from synid_assets.core.generation.torch_runtime import resolve_device
 
 FLUXSYNID_SOURCE = "FLUXSynID dataset_filtering/find_similar_ids.py (Raul2718/FLUXSynID @ b9b3041)"
 
@@ -182,12 +179,6 @@ def hub_checkpoint(checkpoint: str) -> tuple[str, str] | None:
     if not sep or not file or repo.count("/") != 1 or repo.startswith(("/", ".", "~")) or "\\" in repo:
         return None
     return None if Path(checkpoint).expanduser().exists() else (repo, file)
-
-
-def resolve_device(device: str = "auto") -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 _DTYPES = {

@@ -21,7 +21,7 @@ from synid_assets.core.dataset.schemas import (
 )
 from synid_assets.core.dataset.vectorstore import DOCUMENT_TABLE, LIVE_TABLE, EmbeddingStore
 from synid_assets.core.filtering.similarity import unit_rows
-from synid_assets.core.quality.calibration import eer, impostor_thresholds
+from synid_assets.core.quality.calibration import DEFAULT_FMRS, eer, impostor_thresholds
 from synid_assets.core.quality.demographics import demographic_classes, demographic_rows
 from synid_assets.core.quality.det import det_curve
 from synid_assets.core.quality.fr_evaluations import latest_fr_evaluations
@@ -37,10 +37,6 @@ from synid_assets.core.quality.report_html import report_html
 from synid_assets.core.quality.report_plots import attribute_plot, demographics_png, det_png, score_plot
 from synid_assets.core.quality.report_tables import write_quality_duckdb
 from synid_assets.core.quality.scores import fnmr_at, impostor_scores, u_class, within_identity_scores
-
-__all__ = ["FMRS", "build_quality_report", "fnmr_at", "impostor_scores", "u_class"]
-
-FMRS = (1e-3, 1e-4)
 
 
 def _read_manifest(layout: DatasetLayout) -> dict[str, Any]:
@@ -130,7 +126,7 @@ def build_quality_report(
     if genuine_all.size and impostor.size:
         rate, at = eer(genuine_all, impostor)
         summary["eer"], summary["eer_threshold"] = rate, at
-        for fmr, t in impostor_thresholds(impostor, FMRS).items():
+        for fmr, t in impostor_thresholds(impostor, DEFAULT_FMRS).items():
             # An FMR of f is only measurable with at least 1/f impostor pairs.
             enough = impostor.size * fmr >= 1.0
             summary[f"threshold_at_fmr_{fmr:g}"] = t if enough else float("nan")

@@ -14,7 +14,7 @@ class TrainingError(Exception):
     """Bad training input (config, export, model dir, .bin file): the message names the file and the problem."""
 
 
-# Units per stage; 50/100 as SynID's FRS backbones (frs.STAGE_UNITS), 18/34 as InsightFace's iresnet.py.
+# Units per stage; 50/100 as SynID's FRS backbones (frs_models.STAGE_UNITS), 18/34 as InsightFace's iresnet.py.
 BACKBONE_UNITS: dict[int, tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),

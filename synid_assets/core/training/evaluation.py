@@ -21,7 +21,7 @@ def evaluate_model(
     Every .bin is read and checked before the model runs, so a bad file fails fast. With `home`, the rows go
     to home/evaluation.duckdb (fr_evaluations).
     """
-    from synid_assets.core.analysis.frs import resolve_device
+    from synid_assets.core.generation.torch_runtime import resolve_device
     from synid_assets.core.training.results import record_evaluations
     from synid_assets.core.training.trainer import load_trained_backbone
     from synid_assets.core.training.verification import evaluate_bin, read_bin, summarize

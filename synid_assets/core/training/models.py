@@ -13,14 +13,14 @@ if TYPE_CHECKING:
 def build_backbone(config: TrainConfig) -> torch.nn.Module:
     """The IResNet of `config` with random weights, for `config.image_size` square inputs.
 
-    The modules and their names are frs.IResNetBackbone's (TreB1eN's layout, BN1d affine), so an IR-SE-50
+    The modules and their names are frs_models.IResNetBackbone's (TreB1eN's layout, BN1d affine), so an IR-SE-50
     trained here loads as SynID's `arcface` FRS. Inputs other than 112 px change only the output Linear's
     input size (the feature map is no longer 7x7).
     """
     import torch
     from torch import nn
 
-    from synid_assets.core.analysis.frs import IResNetBackbone
+    from synid_assets.core.analysis.frs_models import IResNetBackbone
 
     mode, depth = parse_backbone(config.backbone)
     model = IResNetBackbone(

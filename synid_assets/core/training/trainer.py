@@ -123,7 +123,7 @@ def train(
     import torch
     import torch.nn.functional as F
 
-    from synid_assets.core.analysis.frs import resolve_device
+    from synid_assets.core.generation.torch_runtime import resolve_device
     from synid_assets.core.training.data import augment, open_export
     from synid_assets.core.training.models import build_backbone, build_head
 
