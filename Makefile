@@ -10,7 +10,7 @@ IDENTITIES ?= 32
 LIVE ?= 2
 export SYNID_HOME DAGSTER_HOME
 
-.PHONY: venv demo test ui lint benchmark calibrate clean
+.PHONY: venv services demo test test-faults ui lint benchmark calibrate clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,19 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/synid demo --identities $(IDENTITIES) --live $(LIVE)
 
-test: venv
+# PostgreSQL and Redis from Debian's packages, for the deployment and fault tests (deploy/).
+services:
+	@command -v redis-server >/dev/null && test -x /usr/lib/postgresql/15/bin/postgres || \
+		{ $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q postgresql redis-server >/dev/null || \
+		  $(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -q >/dev/null && apt-get install -y -q postgresql redis-server >/dev/null'; }
+
+# The fast tests, fault tests included; `make test-faults` runs every fault test, the slow ones too.
+test: venv services
 	$(BIN)/ruff check synid_assets tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-faults: venv services
+	$(BIN)/python -m pytest -q -m "fault"
 
 ui: venv
 	mkdir -p $(DAGSTER_HOME)

@@ -8,7 +8,7 @@ host and free their slots: the start of every run (UI, schedule, sensor and `syn
 a step waiting for a slot held by such a run, and `dead_run_sensor` while the daemon runs.
 
 The executor is Dagster's in-process executor with one change, in how a step waits for a pool slot.
-Dagster 1.13.28's wait never sleeps (its interval is min(0, ...), so it polls the database in a busy
+Dagster 1.13.27's wait never sleeps (its interval is min(0, ...), so it polls the database in a busy
 loop) and never looks at the SIGTERM/SIGINT it captured, so a run waiting for a slot spins a core and
 cannot be stopped. Here the wait sleeps between checks, logs which run holds the slot, and ends the
 run on SIGTERM/SIGINT; an ended run gives back the slots it held.
@@ -171,7 +171,7 @@ def _interrupted_step(event: DagsterEvent) -> bool:
 class WaitingConcurrencyContext(InstanceConcurrencyContext):
     """Pool slot claims of one in-process run: sleep between checks, say who holds the slot, obey SIGTERM.
 
-    Relies on the private wait bookkeeping of dagster 1.13.28 (pinned in pyproject.toml).
+    Relies on the private wait bookkeeping of dagster 1.13.27 (pinned in pyproject.toml).
     """
 
     def __init__(self, instance: dg.DagsterInstance, dagster_run: dg.DagsterRun, log: dg.DagsterLogManager):
