@@ -2,7 +2,8 @@
 
 Settings come from the environment: SYNID_HOME (default ./data), SYNID_PROFILE (default 'local', a YAML
 file in resources/), SYNID_ATTRIBUTES (default ./attributes), and SYNID_SEED / SYNID_BATCH_SIZE /
-SYNID_LIVE overriding the profile's dataset section.
+SYNID_LIVE overriding the profile's dataset section. SYNID_EXECUTOR picks the executor (in_process by
+default, celery or k8s: see defs/executors.py); the rest of a deployment is the instance's dagster.yaml.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from synid_assets.defs.automation import (
     batch_job,
     daily_batch_schedule,
 )
+from synid_assets.defs.executors import code_location_executor
 from synid_assets.defs.resources import resources_from_profile
-from synid_assets.defs.runs import dead_run_sensor, synid_in_process_executor
+from synid_assets.defs.runs import dead_run_sensor
 
 _ENV_OVERRIDES = {"SYNID_SEED": "seed", "SYNID_BATCH_SIZE": "batch_size", "SYNID_LIVE": "live_per_identity"}
 
@@ -40,9 +42,10 @@ def build_definitions(profile_name: str | None = None) -> dg.Definitions:
         schedules=[daily_batch_schedule],
         sensors=[attribute_spec_sensor, automation_sensor, dead_run_sensor],
         resources=resources,
-        # One process per run: models load once and every step of a batch shares them. SynID's variant
-        # records the run's process, fails dead runs and waits for pool slots without spinning.
-        executor=synid_in_process_executor,
+        # Default: one process per run, models load once and every step of a batch shares them; SynID's
+        # variant records the run's process, fails dead runs and waits for pool slots without spinning.
+        # SYNID_EXECUTOR=celery|k8s spreads the steps over workers (GPU steps on GPU workers).
+        executor=code_location_executor(),
     )
 
 

@@ -7,6 +7,13 @@ run tags (see core/dataset/run_owner.py), and three places fail the runs whose o
 host and free their slots: the start of every run (UI, schedule, sensor and `synid demo` runs alike),
 a step waiting for a slot held by such a run, and `dead_run_sensor` while the daemon runs.
 
+Deployments beyond one machine (Postgres storage shared by many hosts, Celery workers): a run is owned
+by its run process, the one that claims its steps' pool slots, wherever its steps execute (claim_run_ownership,
+used by the in-process and the Celery executors of defs/executors.py). Its liveness is judged only on the
+machine that runs it: a run of another host, or of a machine that has the same host name but another boot,
+is never failed here (on a one-machine SQLite instance the latter is this machine after a reboot, so dead).
+Step processes (Celery workers, multiprocess children) never own a run: only run-level events name its pid.
+
 The executor is Dagster's in-process executor with one change, in how a step waits for a pool slot.
 Dagster 1.13.27's wait never sleeps (its interval is min(0, ...), so it polls the database in a busy
 loop) and never looks at the SIGTERM/SIGINT it captured, so a run waiting for a slot spins a core and
@@ -36,7 +43,7 @@ from dagster._core.execution.retries import RetryMode
 from dagster._core.execution.step_dependency_config import StepDependencyConfig
 from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.storage.dagster_run import FINISHED_STATUSES, DagsterRunStatus, RunsFilter
-from dagster._core.storage.runs import SqliteRunStorage
+from dagster._core.storage.runs import InMemoryRunStorage, SqliteRunStorage
 from dagster._utils.interrupts import pop_captured_interrupt
 
 from synid_assets.core.dataset.run_owner import RunOwner
@@ -52,19 +59,49 @@ UNFINISHED_STATUSES = [
 MAX_SLOT_CHECK_INTERVAL_SECONDS = 2.0
 
 
+def instance_is_one_machine(instance: dg.DagsterInstance) -> bool:
+    """True for a SQLite (or in-memory) instance, which only processes of one machine open; False for a
+    shared one (Postgres), whose runs may belong to any machine of the deployment."""
+    return isinstance(instance.run_storage, (SqliteRunStorage, InMemoryRunStorage))
+
+
 def run_owner(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunOwner | None:
     """The process that runs `run`: from SynID's tags, else (runs started before SynID recorded them) the
-    pid Dagster logged, on a SQLite instance, which lives on one machine; None when neither is known."""
+    pid Dagster logged for the run process, on a one-machine instance; None when neither is known."""
     owner = RunOwner.from_tags(dict(run.tags))
-    if owner is not None or not isinstance(instance.run_storage, SqliteRunStorage):
+    if owner is not None or not instance_is_one_machine(instance):
         return owner
     pid = None
     for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
-        data = entry.dagster_event.engine_event_data if entry.dagster_event else None
+        event = entry.dagster_event
+        if event is None or event.step_key is not None:
+            continue  # a step's event: logged by a step process (a Celery worker, a subprocess), not the run's
+        data = event.engine_event_data
         value = data.metadata.get("pid") if data else None
         if value is not None and str(value.value).isdigit():
             pid = int(value.value)  # the last one logged: the process that executes the steps
     return RunOwner(socket.gethostname(), pid) if pid is not None else None
+
+
+def owner_is_alive(instance: dg.DagsterInstance, owner: RunOwner) -> bool | None:
+    """Whether `owner` lives: True/False when this machine can tell, None when the run is another machine's.
+
+    The host name alone does not identify a machine in a shared instance (two machines, or containers on
+    two machines, may both be called 'worker'); the recorded boot id does. On a one-machine instance a
+    different boot id is this machine after a reboot: the run's process is gone.
+    """
+    if not owner.is_local():
+        return None
+    recorded_boot = owner.process_start.split("/", 1)[0] if owner.process_start else None
+    this_boot = _this_boot_id()
+    if recorded_boot and this_boot and recorded_boot != this_boot:
+        return False if instance_is_one_machine(instance) else None
+    return owner.is_alive()
+
+
+def _this_boot_id() -> str | None:
+    start = RunOwner.current().process_start
+    return start.split("/", 1)[0] if start else None
 
 
 def free_slots_of_finished_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -92,14 +129,14 @@ def free_slots_of_finished_runs(instance: dg.DagsterInstance) -> list[str]:
 def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Fails the unfinished runs whose owner process on this host is gone and frees their pool slots.
 
-    Runs owned by another host are left alone: this process cannot see their processes. Returns one
+    Runs owned by another machine are left alone: this process cannot see their processes. Returns one
     line per run failed or freed, for the caller to print or log.
     """
     messages = []
     for record in instance.get_run_records(filters=RunsFilter(statuses=UNFINISHED_STATUSES)):
         run = record.dagster_run
         owner = run_owner(instance, run)
-        if owner is None or owner.is_alive() is not False:
+        if owner is None or owner_is_alive(instance, owner) is not False:
             continue
         latest = instance.get_run_by_id(run.run_id)  # another process may have failed it meanwhile
         if latest is None or latest.status not in UNFINISHED_STATUSES:
@@ -141,7 +178,7 @@ def describe_slot_holders(instance: dg.DagsterInstance, pool: str, exclude_run_i
         elif owner is None:
             state = f"{run.status.value}, owner process not recorded"
         else:
-            alive = {True: "running", False: "process gone", None: "on another host"}[owner.is_alive()]
+            alive = {True: "running", False: "process gone", None: "on another host"}[owner_is_alive(instance, owner)]
             state = f"{run.status.value}, {owner.describe()}, {alive}"
         parts.append(f"run {slot.run_id} step {slot.step_key} ({state})")
     return "; ".join(parts) or "no run (the slot is being handed over)"
@@ -232,14 +269,20 @@ def _waiting_execution_iterator(
         yield from inner_plan_execution_iterator(job_context, execution_plan, context)
 
 
+def claim_run_ownership(plan_context: PlanOrchestrationContext) -> Iterator[DagsterEvent]:
+    """Records this process as the run's owner (it claims the steps' pool slots, wherever they execute),
+    then fails the dead runs of this machine so that their slots do not block this run."""
+    instance, run = plan_context.instance, plan_context.dagster_run
+    instance.add_run_tags(run.run_id, RunOwner.current().tags())
+    for message in recover_dead_runs(instance):
+        yield DagsterEvent.engine_event(plan_context, f"Recovered {message}.", EngineEventData())
+
+
 class SynidInProcessExecutor(InProcessExecutor):
     """Dagster's in-process executor that records the run's owner process and recovers dead runs first."""
 
     def execute(self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
-        instance, run = plan_context.instance, plan_context.dagster_run
-        instance.add_run_tags(run.run_id, RunOwner.current().tags())
-        for message in recover_dead_runs(instance):
-            yield DagsterEvent.engine_event(plan_context, f"Recovered {message}.", EngineEventData())
+        yield from claim_run_ownership(plan_context)
         step_keys = execution_plan.step_keys_to_execute
         yield DagsterEvent.engine_event(
             plan_context,

@@ -3,9 +3,20 @@
 import dagster as dg
 
 from synid_assets.core.batch.embeddings import embed_documents, embed_live
-from synid_assets.defs.assets.common import EAGER, GROUP, clear_errors
+from synid_assets.defs.assets.common import EAGER, GROUP, batch_files, clear_errors, synced_home
+from synid_assets.defs.executors import GPU_OP_TAGS
 from synid_assets.defs.partitions import identity_batches
 from synid_assets.defs.resources import DatasetResource, FaceAnalyzerResource, LanceDBResource
+
+
+def corrupted_metadata(context: dg.AssetExecutionContext, corrupted: list[dict[str, str]]) -> dict:
+    """Images left out because their bytes changed since they were made: logged one by one, and counted."""
+    for entry in corrupted:
+        context.log.error(
+            f"{entry['path']}: corrupted (recorded sha256 {entry['expected_sha256']}, now {entry['actual_sha256']}); "
+            "not embedded. Rerun the batch: its generation step makes the image again."
+        )
+    return {"corrupted_images": len(corrupted), "corrupted_files": dg.MetadataValue.json(corrupted)}
 
 
 @dg.asset(
@@ -15,6 +26,7 @@ from synid_assets.defs.resources import DatasetResource, FaceAnalyzerResource, L
     deps=["document_images"],
     code_version="1",
     pool="gpu",
+    op_tags=GPU_OP_TAGS,  # the `gpu` Celery queue; one nvidia.com/gpu on Kubernetes
     automation_condition=EAGER,
     check_specs=[dg.AssetCheckSpec("document_detection_rate", asset="document_embeddings")],
     description="Detects, aligns and embeds each document face into LanceDB; failures are recorded.",
@@ -25,9 +37,9 @@ def document_embeddings(
     face_analyzer: FaceAnalyzerResource,
     lancedb: LanceDBResource,
 ):
-    layout = dataset.layout()
-    with clear_errors():
-        summary = embed_documents(layout, context.partition_key, face_analyzer.get(), lancedb.store())
+    key = context.partition_key
+    with synced_home(dataset, [batch_files(key)], [batch_files(key)]) as layout, clear_errors():
+        summary = embed_documents(layout, key, face_analyzer.get(), lancedb.store())
     rate, minimum = summary["detection_rate"], dataset.min_document_detection_rate
     yield dg.MaterializeResult(
         metadata={
@@ -35,6 +47,7 @@ def document_embeddings(
             "detected": summary["detected"],
             "detection_rate": rate,
             "model_id": face_analyzer.model_id,
+            **corrupted_metadata(context, summary["corrupted"]),
         }
     )
     yield dg.AssetCheckResult(
@@ -52,6 +65,7 @@ def document_embeddings(
     deps=["live_images"],
     code_version="1",
     pool="gpu",
+    op_tags=GPU_OP_TAGS,  # the `gpu` Celery queue; one nvidia.com/gpu on Kubernetes
     automation_condition=EAGER,
     check_specs=[
         dg.AssetCheckSpec("live_detection_rate", asset="live_embeddings"),
@@ -66,10 +80,11 @@ def live_embeddings(
     lancedb: LanceDBResource,
 ):
     threshold = face_analyzer.operating_threshold()
-    with clear_errors():
+    key = context.partition_key
+    with synced_home(dataset, [batch_files(key)], [batch_files(key)]) as layout, clear_errors():
         summary = embed_live(
-            dataset.layout(),
-            context.partition_key,
+            layout,
+            key,
             face_analyzer.get(),
             lancedb.store(),
             threshold.value,
@@ -87,6 +102,7 @@ def live_embeddings(
             "consistent_with_document": consistent,
             "good_live_images": summary["good"],
             "incomplete_identities": summary["incomplete_identities"],
+            **corrupted_metadata(context, summary["corrupted"]),
         }
     )
     yield dg.AssetCheckResult(

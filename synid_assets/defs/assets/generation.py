@@ -4,7 +4,8 @@ import dagster as dg
 
 from synid_assets.core.batch.generation import generate_documents, generate_live, write_prompts
 from synid_assets.core.quality.preview import contact_sheet_markdown
-from synid_assets.defs.assets.common import EAGER, GROUP, clear_errors
+from synid_assets.defs.assets.common import EAGER, GROUP, batch_files, batch_records, clear_errors, synced_home
+from synid_assets.defs.executors import GPU_OP_TAGS
 from synid_assets.defs.partitions import identity_batches
 from synid_assets.defs.resources import (
     DatasetResource,
@@ -26,9 +27,9 @@ from synid_assets.defs.resources import (
     description="Writes a text prompt per identity (template writer by default; LLM writers later).",
 )
 def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource, prompt_writer: PromptWriterResource):
-    layout = dataset.layout()
-    with clear_errors():
-        summary = write_prompts(layout, context.partition_key, prompt_writer.get())
+    key = context.partition_key
+    with synced_home(dataset, batch_records(key), [batch_files(key)]) as layout, clear_errors():
+        summary = write_prompts(layout, key, prompt_writer.get())
     prompt_writer.release()
     return dg.MaterializeResult(
         metadata={
@@ -47,6 +48,7 @@ def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource, prompt_
     deps=["prompts", "identity_vectors"],
     code_version="1",
     pool="gpu",
+    op_tags=GPU_OP_TAGS,  # the `gpu` Celery queue; one nvidia.com/gpu on Kubernetes
     automation_condition=EAGER,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
     description="One passport-style document image per identity; resumes where a killed run stopped.",
@@ -54,10 +56,10 @@ def prompts(context: dg.AssetExecutionContext, dataset: DatasetResource, prompt_
 def document_images(
     context: dg.AssetExecutionContext, dataset: DatasetResource, document_generator: DocumentGeneratorResource
 ) -> dg.MaterializeResult:
-    layout = dataset.layout()
+    key = context.partition_key
     generator = document_generator.get()
-    with clear_errors():
-        summary = generate_documents(layout, context.partition_key, generator)
+    with synced_home(dataset, [batch_files(key)], [batch_files(key)]) as layout, clear_errors():
+        summary = generate_documents(layout, key, generator)
     document_generator.release()
     return dg.MaterializeResult(
         metadata={
@@ -78,6 +80,7 @@ def document_images(
     deps=["identity_filter"],
     code_version="1",
     pool="gpu",
+    op_tags=GPU_OP_TAGS,  # the `gpu` Celery queue; one nvidia.com/gpu on Kubernetes
     automation_condition=EAGER,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
     description="M live-capture variations per accepted identity, every parameter recorded.",
@@ -89,9 +92,9 @@ def live_images(
     face_analyzer: FaceAnalyzerResource,
     lancedb: LanceDBResource,
 ) -> dg.MaterializeResult:
-    layout = dataset.layout()
+    key = context.partition_key
     try:
-        with clear_errors():
+        with synced_home(dataset, [batch_files(key)], [batch_files(key)]) as layout, clear_errors():
             generators = live_generator.get(dataset.live_per_identity)
             summary = generate_live(
                 layout, context.partition_key, generators, lancedb.store(), face_analyzer.model_id

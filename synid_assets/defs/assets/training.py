@@ -11,7 +11,8 @@ from pathlib import Path
 import dagster as dg
 
 from synid_assets.core.training.config import DEFAULT_PRESET
-from synid_assets.defs.assets.common import GROUP
+from synid_assets.defs.assets.common import GROUP, synced_home
+from synid_assets.defs.executors import GPU_OP_TAGS
 from synid_assets.defs.resources import DatasetResource
 
 
@@ -32,6 +33,11 @@ def _under_home(home: Path, path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else home / path
 
 
+def _in_home(*paths: str | None) -> list[str]:
+    """The relative ones (under SYNID_HOME, so in an s3:// home's store) of the paths a run config names."""
+    return [p for p in paths if p and not Path(p).is_absolute()]
+
+
 @contextlib.contextmanager
 def _clear_training_errors() -> Iterator[None]:
     from synid_assets.core.training.config import TrainingError
@@ -49,6 +55,7 @@ def _clear_training_errors() -> Iterator[None]:
     deps=["dataset_export"],
     code_version="1",
     pool="gpu",
+    op_tags=GPU_OP_TAGS,  # the `gpu` Celery queue; one nvidia.com/gpu on Kubernetes
     description="A face-recognition model (IResNet + ArcFace/CosFace/AdaFace) trained on the imagefolder export; "
     "a checkpoint per epoch under $SYNID_HOME/models/fr_model, resumed when a run is restarted.",
 )
@@ -60,8 +67,10 @@ def fr_model(
     from synid_assets.core.training.config import load_config, validate
     from synid_assets.core.training.trainer import train
 
-    home = dataset.layout().home
-    with _clear_training_errors():
+    # Checkpoints are pushed after the run (and after a failure), so a rerun on another machine resumes.
+    pull = _in_home(config.export_dir, config.config_file, config.out_dir)
+    with synced_home(dataset, pull, _in_home(config.out_dir)) as layout, _clear_training_errors():
+        home = layout.home
         recipe = load_config(config.preset, _under_home(home, config.config_file) if config.config_file else None)
         if config.epochs is not None:
             recipe = validate(dataclasses.replace(recipe, epochs=config.epochs), "run config")
@@ -87,6 +96,7 @@ def fr_model(
     deps=[fr_model],
     code_version="1",
     pool="gpu",
+    op_tags=GPU_OP_TAGS,  # the `gpu` Celery queue; one nvidia.com/gpu on Kubernetes
     description="Verification accuracy (10-fold, flip-summed embeddings) of fr_model on InsightFace .bin sets; "
     "rows in $SYNID_HOME/evaluation.duckdb (fr_evaluations), which the quality report reads.",
 )
@@ -95,11 +105,12 @@ def fr_evaluation(
 ) -> dg.MaterializeResult:
     from synid_assets.core.training.evaluation import evaluate_model
 
-    home = dataset.layout().home
     if not config.bins:
         raise dg.Failure(description="fr_evaluation: no .bin set given (run config: bins: [lfw.bin, ...])",
                          allow_retries=False)
-    with _clear_training_errors():
+    pull = _in_home(config.model_dir, *config.bins, "evaluation.duckdb")
+    with synced_home(dataset, pull, ["evaluation.duckdb"]) as layout, _clear_training_errors():
+        home = layout.home
         summary = evaluate_model(
             _under_home(home, config.model_dir), [_under_home(home, b) for b in config.bins], home=home
         )
