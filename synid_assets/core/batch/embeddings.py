@@ -1,11 +1,14 @@
 """The embedding steps of a batch: detect, align and embed every document and live face into LanceDB.
 
 Failed detections are recorded in the faces tables, never replaced; only detected faces get an embedding.
+An image whose bytes no longer match the sha256 recorded when it was made is not analysed: its row records it
+as corrupted and the step reports it (the next run of the generation step makes it again).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from typing import Any
 
@@ -13,48 +16,79 @@ import numpy as np
 
 from synid_assets.core.analysis.types import FaceAnalyzer
 from synid_assets.core.batch.common import read_table, write_table
+from synid_assets.core.dataset.integrity import (
+    IntegrityError,
+    corrupted_error,
+    crop_digests_path,
+    is_corrupted_error,
+    load_verified_rgb,
+    write_digests,
+)
 from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes, save_png
 from synid_assets.core.dataset.schemas import DOCUMENT_FACES, DOCUMENTS, LIVE, LIVE_FACES, Table
 from synid_assets.core.dataset.vectorstore import DOCUMENT_TABLE, LIVE_TABLE, EmbeddingStore
 
+_log = logging.getLogger(__name__)
+
 
 def _analyze(
     layout: DatasetLayout, batch_id: str, kind: str, analyzer: FaceAnalyzer, images: Table
-) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """Detect, align and embed every image of a table; aligned crops are kept beside the images."""
-    from synid_assets.core.analysis.images import load_rgb
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, str]]]:
+    """Detect, align and embed every image of a table; aligned crops are kept beside the images.
 
-    frame = read_table(layout, batch_id, images, f"{kind} embeddings", ("image_id", "identity_id", "path"))
-    rows, vectors = [], {}
+    Each image is decoded from bytes checked against the sha256 recorded when it was made: a corrupted one is
+    not analysed (its row says so in `error`, it gets no embedding) and is returned among the corrupted.
+    """
+    frame = read_table(layout, batch_id, images, f"{kind} embeddings", ("image_id", "identity_id", "path", "sha256"))
+    by_image, vectors, corrupted, crop_digests = {}, {}, [], {}
     records = list(frame.iter_rows(named=True))
     for start in range(0, len(records), 16):
-        part = records[start : start + 16]
-        pixels = [load_rgb(layout.absolute(r["path"])) for r in part]
-        for record, analysis in zip(part, analyzer.analyze_many(pixels), strict=True):
+        part, pixels = [], []
+        for record in records[start : start + 16]:
+            try:
+                pixels.append(load_verified_rgb(layout.absolute(record["path"]), record["sha256"]))
+                part.append(record)
+            except IntegrityError as exc:
+                _log.error("%s embeddings of batch %s: %s", kind, batch_id, exc)
+                corrupted.append({**exc.as_record(), "image_id": record["image_id"]})
+                by_image[record["image_id"]] = _face_row(record, analyzer.model_id, error=corrupted_error(exc))
+        for record, analysis in zip(part, analyzer.analyze_many(pixels) if part else [], strict=True):
             aligned_path = None
             if analysis.detected and analysis.aligned is not None:
                 from PIL import Image
 
                 crop_path = layout.image_path(batch_id, f"aligned_{kind}", record["image_id"])
-                save_png(Image.fromarray(analysis.aligned), crop_path)
+                digest, _, _ = save_png(Image.fromarray(analysis.aligned), crop_path)
                 aligned_path = layout.relative(crop_path)
+                crop_digests[aligned_path] = digest
             if analysis.detected and analysis.embedding is not None:
                 vectors[record["image_id"]] = np.asarray(analysis.embedding, dtype=np.float32)
-            rows.append(
-                {
-                    "image_id": record["image_id"],
-                    "identity_id": record["identity_id"],
-                    "model_id": analyzer.model_id,
-                    "face_detected": bool(analysis.detected),
-                    "face_count": int(analysis.face_count),
-                    "detection_score": analysis.detection_score,
-                    "bbox": json.dumps(analysis.bbox) if analysis.bbox is not None else None,
-                    "landmarks": json.dumps(analysis.landmarks) if analysis.landmarks is not None else None,
-                    "aligned_path": aligned_path,
-                    "error": analysis.error,
-                }
-            )
-    return rows, vectors
+            by_image[record["image_id"]] = _face_row(record, analyzer.model_id, analysis, aligned_path)
+    rows = [by_image[record["image_id"]] for record in records]  # in the images table's order
+    # The crops' digests, so that readers of the crops (export) can check them as they check the images.
+    write_digests(crop_digests_path(layout, batch_id, kind), crop_digests)
+    return rows, vectors, corrupted
+
+
+def _face_row(
+    record: dict[str, Any], model_id: str, analysis: Any = None, aligned_path: str | None = None, error: str = ""
+) -> dict[str, Any]:
+    """One faces-table row: the analysis of an image, or `error` alone when the image was not analysed."""
+    detected = analysis is not None and bool(analysis.detected)
+    return {
+        "image_id": record["image_id"],
+        "identity_id": record["identity_id"],
+        "model_id": model_id,
+        "face_detected": detected,
+        "face_count": int(analysis.face_count) if analysis is not None else 0,
+        "detection_score": analysis.detection_score if analysis is not None else None,
+        "bbox": json.dumps(analysis.bbox) if analysis is not None and analysis.bbox is not None else None,
+        "landmarks": (
+            json.dumps(analysis.landmarks) if analysis is not None and analysis.landmarks is not None else None
+        ),
+        "aligned_path": aligned_path,
+        "error": analysis.error if analysis is not None else error,
+    }
 
 
 def _store_rows(
@@ -78,11 +112,12 @@ def embed_documents(
     layout: DatasetLayout, batch_id: str, analyzer: FaceAnalyzer, store: EmbeddingStore
 ) -> dict[str, Any]:
     """One LanceDB row per detected document face; failed detections are recorded, never replaced."""
-    rows, vectors = _analyze(layout, batch_id, "document", analyzer, DOCUMENTS)
+    rows, vectors, corrupted = _analyze(layout, batch_id, "document", analyzer, DOCUMENTS)
     write_table(layout, batch_id, DOCUMENT_FACES, rows)
     store.replace_batch(DOCUMENT_TABLE, batch_id, _store_rows(rows, vectors, batch_id, analyzer.model_id), analyzer.dim)
     detected = sum(r["face_detected"] for r in rows)
-    return {"images": len(rows), "detected": detected, "detection_rate": detected / max(1, len(rows))}
+    return {"images": len(rows), "detected": detected, "detection_rate": detected / max(1, len(rows)),
+            "corrupted": corrupted}
 
 
 def embed_live(
@@ -96,10 +131,11 @@ def embed_live(
     """Embed each live image, record its cosine similarity to its own document face and its status.
 
     A live image is 'ok' when its face is found and its similarity exceeds the threshold, else 'no_face' or
-    'below_threshold'; only 'ok' images count for the identity, and an accepted identity with fewer than
-    `min_good_live` of them is recorded as incomplete.
+    'below_threshold' ('corrupted' when its bytes no longer match their recorded sha256: it is not analysed);
+    only 'ok' images count for the identity, and an accepted identity with fewer than `min_good_live` of them
+    is recorded as incomplete.
     """
-    rows, vectors = _analyze(layout, batch_id, "live", analyzer, LIVE)
+    rows, vectors, corrupted = _analyze(layout, batch_id, "live", analyzer, LIVE)
     documents = store.vectors(DOCUMENT_TABLE, batch_id=batch_id, model_id=analyzer.model_id)
     doc_vectors = dict(zip(documents["identity_id"], documents["vector"], strict=True))
     for row in rows:
@@ -111,7 +147,9 @@ def embed_live(
         )
         similarity = row["similarity_to_document"]
         row["live_status"] = (
-            "no_face" if not row["face_detected"] else "ok" if similarity is not None and similarity > threshold
+            "corrupted" if is_corrupted_error(row["error"])
+            else "no_face" if not row["face_detected"]
+            else "ok" if similarity is not None and similarity > threshold
             else "below_threshold"
         )
         row["threshold"] = threshold
@@ -133,4 +171,5 @@ def embed_live(
         "similarities": sims,
         "good": sum(good.values()),
         "incomplete_identities": len(incomplete),
+        "corrupted": corrupted,
     }

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from synid_assets.core.batch.common import MissingStepError, read_table, write_table
-from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes
+from synid_assets.core.dataset.integrity import is_corrupted_error
+from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes, check_key
 from synid_assets.core.dataset.schemas import DOCUMENT_FACES, FILTER_DECISIONS, IDENTITIES
 from synid_assets.core.dataset.vectorstore import ACCEPTED_TABLE, DOCUMENT_TABLE, EmbeddingStore
 from synid_assets.core.filtering.similarity import dataset_fmr
@@ -37,16 +41,88 @@ def _filter_state(layout: DatasetLayout, batch_id: str) -> dict[str, int]:
     return json.loads(earlier[-1].read_text())
 
 
-def _check_earlier_batches_decided(layout: DatasetLayout, batch_id: str) -> None:
-    undecided = [
-        path.parent.name
-        for path in sorted(layout.batches_dir.glob(f"*/{IDENTITIES.name}.parquet"))
-        if path.parent.name < batch_id and not (path.parent / f"{FILTER_DECISIONS.name}.parquet").exists()
-    ]
+class FilterOrderError(MissingStepError):
+    """Deciding a batch now would break key order; `undecided` lists the earlier batches it must wait for."""
+
+    def __init__(self, message: str, undecided: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.undecided = list(undecided)
+
+
+def _check_key_order(layout: DatasetLayout, batch_id: str, known_batches: Sequence[str] = ()) -> None:
+    """Every earlier batch (sampled here, or a known partition) is decided, and, for a first decision, no later one.
+
+    A later batch decided first would not have seen this batch's acceptances, so two lookalikes could both stay.
+    """
+    sampled = {path.parent.name for path in layout.batches_dir.glob(f"*/{IDENTITIES.name}.parquet")}
+    undecided = sorted(
+        key
+        for key in sampled | {key for key in known_batches if _valid_key(key)}
+        if key < batch_id and not layout.table(key, FILTER_DECISIONS.name).exists()
+    )
     if undecided:
-        raise MissingStepError(
+        raise FilterOrderError(
             f"identity_filter for {batch_id}: earlier batches {undecided} have no filter decisions yet; "
-            "the filter decides batches in key order, so materialize identity_filter for those first"
+            "the filter decides batches in key order, so materialize identity_filter for those first "
+            "(or delete the partitions of batches that will never be made)",
+            undecided,
+        )
+    if layout.table(batch_id, FILTER_DECISIONS.name).exists():
+        return  # a re-decision sees exactly what its first decision saw
+    later = sorted(
+        path.parent.name
+        for path in layout.batches_dir.glob(f"*/{FILTER_DECISIONS.name}.parquet")
+        if path.parent.name > batch_id
+    )
+    if later:
+        raise FilterOrderError(
+            f"identity_filter for {batch_id}: later batches {later} were decided before it, without its "
+            "acceptances; deciding it now would break the filter's key order: give new batches keys that sort "
+            f"after {later[-1]}"
+        )
+
+
+def _valid_key(key: str) -> bool:
+    """A partition key that can name a batch (others can never be sampled, so they wait for nothing)."""
+    try:
+        check_key(key)
+    except ValueError:
+        return False
+    return True
+
+
+@contextmanager
+def decision_lock(layout: DatasetLayout, poll_seconds: float = 0.2) -> Iterator[None]:
+    """One identity-filter decision at a time on a dataset, across processes on the machines sharing its files.
+
+    The `identity_filter` pool admits one step at a time where the Dagster instance is shared; this lock holds
+    even where it is not (another instance, a pool limit raised by hand). It is polled, not blocked on, so a
+    waiting step still answers SIGTERM.
+    """
+    import fcntl
+
+    layout.batches_dir.mkdir(parents=True, exist_ok=True)
+    with open(layout.batches_dir / "identity_filter.lock", "a+b") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(poll_seconds)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _check_no_corrupted_documents(faces: Any, batch_id: str) -> None:
+    """A document left out as corrupted would be decided as 'no face': refuse until it is made again."""
+    corrupted = sorted(r["image_id"] for r in faces.iter_rows(named=True) if is_corrupted_error(r["error"]))
+    if corrupted:
+        raise MissingStepError(
+            f"identity_filter for {batch_id}: document images {corrupted} are corrupted (their bytes changed after "
+            "they were made) and were not embedded; rerun the batch: document_images makes them again from their "
+            "recorded seeds, then the filter decides the batch"
         )
 
 
@@ -95,25 +171,36 @@ def _decision_rows(
 
 
 def filter_batch(
-    layout: DatasetLayout, batch_id: str, store: EmbeddingStore, settings: FilterSettings
+    layout: DatasetLayout,
+    batch_id: str,
+    store: EmbeddingStore,
+    settings: FilterSettings,
+    known_batches: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Order-stable, incremental identity filter of one batch against every identity accepted before it.
 
     Decision order is batch key order, then index: a batch sees only the acceptances of batches whose key
-    sorts before its own, so re-deciding it later gives the same decisions. Every earlier sampled batch must
-    therefore be decided first. An identity whose face matches a reference gallery face above the threshold
-    is rejected as a leak before the similarity rule runs.
+    sorts before its own, so re-deciding it later gives the same decisions. Every earlier batch (sampled, or
+    among `known_batches`, the partitions that exist) must therefore be decided first, else FilterOrderError;
+    one decision runs at a time across processes (decision_lock). An identity whose face matches a reference
+    gallery face above the threshold is rejected as a leak before the similarity rule runs.
     """
-    from synid_assets.core.filtering.incremental import incremental_fmr_filter, strict_filter
-
     if settings.mode not in ("strict", "fmr"):
         raise ValueError(f"identity filter mode {settings.mode!r} is not 'strict' or 'fmr'")
     if settings.mode == "fmr" and settings.target_fmr is None:
         raise ValueError("identity filter mode 'fmr' needs a target_fmr")
-    _check_earlier_batches_decided(layout, batch_id)
+    with decision_lock(layout):
+        _check_key_order(layout, batch_id, known_batches)
+        return _decide(layout, batch_id, store, settings)
+
+
+def _decide(layout: DatasetLayout, batch_id: str, store: EmbeddingStore, settings: FilterSettings) -> dict[str, Any]:
+    from synid_assets.core.filtering.incremental import incremental_fmr_filter, strict_filter
+
     faces = read_table(
-        layout, batch_id, DOCUMENT_FACES, "identity_filter", ("image_id", "identity_id", "face_detected")
+        layout, batch_id, DOCUMENT_FACES, "identity_filter", ("image_id", "identity_id", "face_detected", "error")
     )
+    _check_no_corrupted_documents(faces, batch_id)
     embedded = store.vectors(DOCUMENT_TABLE, batch_id=batch_id, model_id=settings.model_id)
     by_image = dict(zip(embedded["image_id"], embedded["vector"], strict=True))
     candidates = [

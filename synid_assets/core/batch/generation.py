@@ -1,13 +1,15 @@
 """The generation steps of a batch: a prompt per identity, its document image, and the live images.
 
-Images are written atomically, each with a JSON sidecar of what made it, so a retried run reuses the images
-a killed run already finished instead of regenerating them.
+Images are written atomically, each with a JSON sidecar of what made it and its sha256, so a retried run reuses
+the images a killed run already finished instead of regenerating them, and makes again (from the same recorded
+request and seed) any image whose bytes changed on disk since.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ import numpy as np
 from synid_assets.core.batch.common import read_table, write_table
 from synid_assets.core.batch.filter import accepted_identities
 from synid_assets.core.batch.spec import read_identities
-from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes, save_png, sha256_file
+from synid_assets.core.dataset.integrity import IntegrityError, read_verified
+from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes, save_png
 from synid_assets.core.dataset.schemas import DOCUMENTS, LIVE, PROMPTS
 from synid_assets.core.dataset.seeds import stream_seed
 from synid_assets.core.dataset.vectorstore import DOCUMENT_TABLE, EmbeddingStore
@@ -29,6 +32,8 @@ from synid_assets.core.generation.types import (
     LiveRequest,
     PromptWriter,
 )
+
+_log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- prompts
 
@@ -85,17 +90,22 @@ def _request_key(generator: Any, payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _reusable(image_path: Path, sidecar: Path, key: str) -> dict[str, Any] | None:
-    """A previous run's image, if it was made from the same request and its bytes are intact."""
-    if not (image_path.exists() and sidecar.exists()):
-        return None
+def _previous(image_path: Path, sidecar: Path, key: str) -> tuple[dict[str, Any] | None, IntegrityError | None]:
+    """A previous run's image made from the same request: (its record, None) when its bytes are intact;
+    (None, the mismatch) when the file changed (or went) after it was made; (None, None) when there is none."""
+    if not sidecar.exists():
+        return None, None
     try:
         record = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError):
-        return None
-    if record.get("request_key") != key or record.get("sha256") != sha256_file(image_path):
-        return None
-    return record
+        return None, None
+    if record.get("request_key") != key or not record.get("sha256"):
+        return None, None
+    try:
+        read_verified(image_path, record["sha256"])
+    except IntegrityError as exc:
+        return None, exc
+    return record, None
 
 
 def _generate_images(
@@ -105,22 +115,28 @@ def _generate_images(
     generator: Any,
     jobs: list[tuple[str, Any, dict[str, Any]]],
     chunk: int = 16,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
     """Generate (image_id, request, payload) jobs in chunks, reusing images a killed run already made.
 
-    Each image is written atomically with a JSON sidecar of its parameters, so a retried run resumes where
-    the last one stopped instead of regenerating finished images.
+    Each image is written atomically with a JSON sidecar of its parameters and sha256, so a retried run resumes
+    where the last one stopped instead of regenerating finished images. An image whose bytes no longer match
+    its recorded sha256 is made again from the same request; returns (records, reused, corrupted), where each
+    corrupted entry names the file, both digests and whether the new bytes equal the recorded ones.
     """
     records: dict[str, dict[str, Any]] = {}
     pending: list[tuple[str, Any, str]] = []
+    mismatches: dict[str, IntegrityError] = {}
     for image_id, request, payload in jobs:
         path = layout.image_path(batch_id, kind, image_id)
         key = _request_key(generator, payload)
-        previous = _reusable(path, path.with_suffix(".json"), key)
+        previous, mismatch = _previous(path, path.with_suffix(".json"), key)
         if previous is not None:
             records[image_id] = previous
         else:
             pending.append((image_id, request, key))
+        if mismatch is not None:
+            mismatches[image_id] = mismatch
+            _log.warning("%s; regenerating it from its recorded request", mismatch)
     for start in range(0, len(pending), chunk):
         part = pending[start : start + chunk]
         generated: list[GeneratedImage] = generator.generate([request for _, request, _ in part])
@@ -137,7 +153,16 @@ def _generate_images(
             }
             atomic_write_bytes(path.with_suffix(".json"), json.dumps(record, sort_keys=True).encode())
             records[image_id] = record
-    return [records[image_id] for image_id, _, _ in jobs], len(jobs) - len(pending)
+    corrupted = [
+        {**mismatch.as_record(), "image_id": image_id, "regenerated_sha256": records[image_id]["sha256"],
+         "restored": records[image_id]["sha256"] == mismatch.expected}
+        for image_id, mismatch in mismatches.items()
+    ]
+    for entry in corrupted:
+        if not entry["restored"]:  # a generator that is not bit-reproducible (some GPU kernels)
+            _log.warning("%s: regenerated with sha256 %s, not the recorded %s; later steps use the new image",
+                         entry["path"], entry["regenerated_sha256"], entry["expected_sha256"])
+    return [records[image_id] for image_id, _, _ in jobs], len(jobs) - len(pending), corrupted
 
 
 def _image_row(
@@ -184,13 +209,14 @@ def generate_documents(layout: DatasetLayout, batch_id: str, generator: Document
         if vector is not None:
             payload["identity_vector"] = vector
         jobs.append((f"{identity.identity_id}-doc", request, payload))
-    records, reused = _generate_images(layout, batch_id, "documents", generator, jobs)
+    records, reused, corrupted = _generate_images(layout, batch_id, "documents", generator, jobs)
     rows = [
         _image_row(image_id, batch_id, "document", None, request, record, generator)
         for (image_id, request, _), record in zip(jobs, records, strict=True)
     ]
     write_table(layout, batch_id, DOCUMENTS, rows)
-    return {"images": len(rows), "reused": reused, "paths": [layout.absolute(r["path"]) for r in rows]}
+    return {"images": len(rows), "reused": reused, "paths": [layout.absolute(r["path"]) for r in rows],
+            "corrupted": corrupted}
 
 
 # ---------------------------------------------------------------- live images
@@ -217,7 +243,7 @@ def generate_live(
         embedded = store.vectors(DOCUMENT_TABLE, batch_id=batch_id, model_id=model_id)
         doc_vectors = dict(zip(embedded["identity_id"], embedded["vector"], strict=True))
     accepted = accepted_identities(layout, batch_id, "live_images")
-    rows, reused_total, paths = [], 0, []
+    rows, reused_total, paths, corrupted = [], 0, [], []
     start = 0
     from synid_assets.core.batch.vectors import identity_vectors_in_space
 
@@ -244,8 +270,9 @@ def generate_live(
                 if identity_vector is not None:  # only then, so earlier live images keep their reuse keys
                     payload["identity_vector"] = identity_vector
                 jobs.append((f"{ident}-live-{k:02d}", request, payload))
-        records, reused = _generate_images(layout, batch_id, "live", generator, jobs)
+        records, reused, corrupted_here = _generate_images(layout, batch_id, "live", generator, jobs)
         reused_total += reused
+        corrupted += corrupted_here
         for (image_id, request, _), record in zip(jobs, records, strict=True):
             rows.append(_image_row(image_id, batch_id, "live", request.live_index, request, record, generator))
             paths.append(layout.absolute(record["path"]))
@@ -257,4 +284,5 @@ def generate_live(
         "identities": len({r["identity_id"] for r in rows}),
         "reused": reused_total,
         "paths": paths,
+        "corrupted": corrupted,
     }

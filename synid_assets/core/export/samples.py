@@ -48,6 +48,8 @@ class Sample:
     aligned_path: str | None  # the analyzer's aligned crop, relative to SYNID_HOME
     model_id: str | None  # the face analyzer that made the crop and landmarks
     landmarks: str | None  # JSON: the analyzer's 5 landmark points
+    sha256: str | None = None  # the full image's sha256, recorded when it was made
+    aligned_sha256: str | None = None  # the aligned crop's, recorded by the embeddings step
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def plan_export(layout: DatasetLayout, crop: str = "aligned", include_incomplete
         with duckdb.connect(str(path), read_only=True) as con:
             rows = con.execute(
                 f"""
-                SELECT d.image_id, d.identity_id, d.kind, d.path, d.aligned_path, d.model_id, f.landmarks
+                SELECT d.image_id, d.identity_id, d.kind, d.path, d.aligned_path, d.model_id, f.landmarks, d.sha256
                 FROM (SELECT * FROM dataset_images {extra}) d
                 LEFT JOIN ({faces}) f USING (image_id)
                 ORDER BY d.identity_id, d.image_id
@@ -109,9 +111,11 @@ def plan_export(layout: DatasetLayout, crop: str = "aligned", include_incomplete
         raise ExportError(f"{path}: cannot read the accepted set: {exc}; re-materialize dataset_manifest") from None
     identities = sorted({row[1] for row in rows})
     label_of = {identity: label for label, identity in enumerate(identities)}
+    crop_digests = _crop_digests(layout)
     samples = [
-        Sample(image_id, identity, label_of[identity], kind, image_path, aligned, model_id, landmarks)
-        for image_id, identity, kind, image_path, aligned, model_id, landmarks in rows
+        Sample(image_id, identity, label_of[identity], kind, image_path, aligned, model_id, landmarks, sha,
+               crop_digests.get(aligned) if aligned else None)
+        for image_id, identity, kind, image_path, aligned, model_id, landmarks, sha in rows
     ]
     attributes: dict[str, dict[str, str]] = {identity: {} for identity in identities}
     for identity, attribute, value in attribute_rows:
@@ -130,16 +134,29 @@ def _faces_sql(layout: DatasetLayout) -> str:
     return " UNION ALL ".join(parts) or "SELECT NULL::VARCHAR image_id, NULL::VARCHAR landmarks WHERE false"
 
 
+def _crop_digests(layout: DatasetLayout) -> dict[str, str]:
+    from synid_assets.core.dataset.integrity import all_crop_digests
+
+    try:
+        return all_crop_digests(layout)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+
+
 def crop_pixels(layout: DatasetLayout, sample: Sample, crop: str) -> np.ndarray:
-    """The exported pixels of one sample: HxWx3 uint8 RGB (112x112 for `aligned`)."""
-    from synid_assets.core.analysis.images import load_rgb
+    """The exported pixels of one sample: HxWx3 uint8 RGB (112x112 for `aligned`).
+
+    Every file is decoded from bytes checked against its recorded sha256: a corrupted one stops the export
+    (IntegrityError, an ImageReadError naming the file and both digests).
+    """
+    from synid_assets.core.dataset.integrity import load_verified_rgb
 
     if crop == "full":
-        return load_rgb(layout.absolute(sample.path))
+        return load_verified_rgb(layout.absolute(sample.path), sample.sha256)
     if sample.aligned_path is None:
         raise ExportError(f"{layout.absolute(sample.path)}: image {sample.image_id} has no aligned face crop")
     aligned_file = layout.absolute(sample.aligned_path)
-    aligned = load_rgb(aligned_file)
+    aligned = load_verified_rgb(aligned_file, sample.aligned_sha256)
     height, width = aligned.shape[:2]
     if (height, width) == (CROP_SIZE, CROP_SIZE):
         return aligned
@@ -155,7 +172,7 @@ def crop_pixels(layout: DatasetLayout, sample: Sample, crop: str) -> np.ndarray:
         points = np.asarray(json.loads(sample.landmarks), dtype=np.float64)
         if points.shape == (5, 2):
             # dlib's 5 points: image-right eye corners (0, 1), image-left eye corners (2, 3), nose base (4).
-            image = load_rgb(layout.absolute(sample.path))
+            image = load_verified_rgb(layout.absolute(sample.path), sample.sha256)
             return align_face_eyes(image, points[2:4].mean(axis=0), points[0:2].mean(axis=0), CROP_SIZE)
     raise ExportError(
         f"{aligned_file}: a {width}x{height} crop by {sample.model_id or 'an unknown analyzer'} without dlib "
