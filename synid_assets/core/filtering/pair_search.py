@@ -37,29 +37,44 @@ AUTO_EXACT_BUDGET_S = float(os.environ.get("SYNID_FILTER_EXACT_BUDGET_S", "300")
 
 
 # --------------------------------------------------------------------------------------------- IVF index
-def _top_cells(x: np.ndarray, centroids: np.ndarray, n_probe: int, block: int = 16_384) -> np.ndarray:
-    """(n, n_probe) int32 cell ids per row, nearest first (cosine to unit centroids)."""
-    n = x.shape[0]
+# Probes per row and space: PROBE_SHARE of the cells, at least MIN_PROBES. The recall of a probe count depends
+# on the share of cells probed more than on their number (issue 13's k^-1 shape at 200k and 1M), so a fixed
+# share keeps recall as n grows, at a scan cost growing as n^2 * PROBE_SHARE.
+PROBE_SHARE = 0.024
+MIN_PROBES = 16
+_SCAN_ROWS = 16_384  # probers per product block
+
+
+def _bf16(x: np.ndarray) -> Any:
+    """A bfloat16 torch copy of float32 rows: the index's products run on it (AMX / AVX512-BF16 where the CPU
+    has them: ~3x float32 on this machine); only candidate generation sees its rounding (MARGINS["bfloat16"])."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.bfloat16)
+
+
+def _top_cells(z: Any, centroids: np.ndarray, n_probe: int, block: int = 16_384) -> np.ndarray:
+    """(n, n_probe) int32 cell ids per row of the bfloat16 tensor z, nearest first (cosine to unit centroids)."""
+    import torch
+
+    cent = _bf16(centroids)
+    n = z.shape[0]
     out = np.empty((n, n_probe), dtype=np.int32)
     for s in range(0, n, block):
-        scores = x[s : s + block] @ centroids.T
-        rows = np.arange(scores.shape[0])
-        # repeated argmax: for a handful of probes ~6x faster than argpartition, and nearest-first for free
-        for p in range(n_probe):
-            best = np.argmax(scores, axis=1)
-            out[s : s + block, p] = best
-            if p + 1 < n_probe:
-                scores[rows, best] = -np.inf
+        scores = (z[s : s + block] @ cent.T).float()
+        out[s : s + block] = torch.topk(scores, n_probe, dim=1, sorted=True).indices.numpy()
     return out
 
 
-def _kmeans(x: np.ndarray, n_cells: int, rng: np.random.Generator, per_cell: int, iters: int) -> np.ndarray:
-    """Spherical k-means on a sample; empty cells are re-seeded from random sample rows."""
-    n = x.shape[0]
-    sample = x[np.sort(rng.choice(n, size=min(n, n_cells * per_cell), replace=False))]
+def _kmeans(z: Any, n_cells: int, rng: np.random.Generator, per_cell: int, iters: int) -> np.ndarray:
+    """Spherical k-means on a sample of the bfloat16 rows z; empty cells are re-seeded from random sample rows."""
+    n = z.shape[0]
+    sample_idx = np.sort(rng.choice(n, size=min(n, n_cells * per_cell), replace=False))
+    sample = z[sample_idx].float().numpy()
     cent = sample[rng.choice(len(sample), size=n_cells, replace=False)].copy()
+    zs = z[sample_idx]
     for _ in range(iters):
-        assign = _top_cells(sample, cent, 1)[:, 0]
+        assign = _top_cells(zs, cent, 1)[:, 0]
         sums = np.zeros_like(cent)
         _scatter_sum(sums, assign, sample)
         empty = ~sums.any(axis=1)
@@ -68,13 +83,15 @@ def _kmeans(x: np.ndarray, n_cells: int, rng: np.random.Generator, per_cell: int
     return cent
 
 
-def _scatter_sum(sums: np.ndarray, assign: np.ndarray, rows: np.ndarray, step: int = 65_536) -> None:
+def _scatter_sum(sums: np.ndarray, assign: np.ndarray, rows: Any, step: int = 65_536) -> None:
     """sums[k] += sum of rows assigned to k, blockwise (sort a block, reduce runs) so no n-sized copy is made."""
     for s in range(0, rows.shape[0], step):
         a = assign[s : s + step]
+        block = rows[s : s + step]
+        block = block if isinstance(block, np.ndarray) else block.float().numpy()
         order = np.argsort(a, kind="stable")
         cells, starts = np.unique(a[order], return_index=True)
-        sums[cells] += np.add.reduceat(rows[s : s + step][order], starts, axis=0)
+        sums[cells] += np.add.reduceat(block[order], starts, axis=0)
 
 
 def _ivf_pairs(
@@ -89,7 +106,7 @@ def _ivf_pairs(
     closure: int = 2,
     closure_max_degree: int = 64,
     seed: int = 0,
-) -> tuple[list, int, dict]:
+) -> tuple[np.ndarray, np.ndarray, int, dict]:
     """One IVF partition per entry of `spaces`, their pairs united, then a two-hop closure.
 
     "raw" partitions the unit rows themselves; "whitened" partitions them after centring on the mean and
@@ -100,63 +117,70 @@ def _ivf_pairs(
     misses planted; 32 probes: 353 missed, all planted), while random pairs above the threshold, between rows
     far out along the same leading directions, share raw cells. Whitening makes those offsets look like
     isotropic noise: raw + whitened at 16 probes each missed 68 (scan 12.5% of all pairs), where raw alone at
-    32 probes (scan 14.7%) missed 353 and a second raw table barely helps.
+    32 probes (scan 14.7%) missed 353 and a second raw table barely helps. Centring the raw space first
+    changed nothing (k^-1 at a 10% share: 2 vs 1 of 827 sampled pairs missed at 2% + 2% of the cells).
+    Returns (pairs above the threshold (E, 2), their float64 similarities, similarities scored, stats).
     """
     n = x.shape[0]
     if spaces is None:
         spaces = ("raw", "whitened")
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    xb = _bf16(x)
+    pairs = np.zeros((0, 2), np.int64)
     checked = 0
     stats: dict[str, Any] = {"spaces": list(spaces)}
     for table, space in enumerate(spaces):
-        z = x if space == "raw" else _whitened(x, np.random.default_rng(seed + 17 * table))
-        f, c, st = _ivf_table(z, x, threshold, n_cells, n_probe, per_cell, iters, refit, seed + 1000 * table)
-        del z
-        found += f
+        zb = xb if space == "raw" else _whitened(x, np.random.default_rng(seed + 17 * table))
+        cand, c, st = _ivf_table(zb, xb, threshold, n_cells, n_probe, per_cell, iters, refit, seed + 1000 * table)
+        del zb
         checked += c
+        t = time.perf_counter()
+        pairs = _above(x, np.concatenate([pairs, cand]), threshold)
+        st["rescore_s"] = time.perf_counter() - t
         for key, value in st.items():
             stats[key] = stats.get(key, 0) + value if key.endswith("_s") else value
+    del xb
     t3 = time.perf_counter()
-    n = x.shape[0]
     # Two-hop closure: near-duplicate groups are nearly transitive, so a pair missed by the cells is usually
     # a neighbour of a neighbour; score those exactly (cheap: sum of squared degrees, hubs skipped).
     closure_checked = 0
     for _ in range(closure):
-        pairs = unique_pairs(
-            np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.int64),
-            np.concatenate([f[1] for f in found]) if found else np.zeros(0, np.int64),
-            n,
-        )
         cand = _two_hop_candidates(n, pairs, closure_max_degree)
-        if len(cand) == 0:
-            break
-        sims = rescore(x, cand)
         closure_checked += len(cand)
-        hit = sims > threshold
-        if not hit.any():
+        more = _above(x, cand, threshold)
+        if len(more) == 0:
             break
-        found.append((cand[hit, 0], cand[hit, 1], sims[hit]))
+        pairs = _above(x, np.concatenate([pairs, more]), threshold)
     stats["closure_checked"] = closure_checked
     stats["closure_s"] = time.perf_counter() - t3
-    return found, checked + closure_checked, stats
+    sims = rescore(x, pairs)
+    return pairs, sims, checked + closure_checked, stats
 
 
-def _whitened(x: np.ndarray, rng: np.random.Generator, sample: int = 20_000, block: int = 65_536) -> np.ndarray:
+def _above(x: np.ndarray, cand: np.ndarray, threshold: float) -> np.ndarray:
+    """The unique (i < j) pairs of `cand` whose float64 similarity is above the threshold, sorted."""
+    cand = unique_pairs(cand[:, 0], cand[:, 1], x.shape[0])
+    return cand[rescore(x, cand) > threshold]
+
+
+def _whitened(x: np.ndarray, rng: np.random.Generator, sample: int = 20_000, block: int = 65_536) -> Any:
     """Unit rows of x centred on its mean and scaled to unit variance along each principal direction (from a
-    sample; eigenvalues floored at 1e-6 of the largest so empty directions do not blow up)."""
+    sample; eigenvalues floored at 1e-6 of the largest so empty directions do not blow up), as bfloat16 (written
+    block by block: no second float32 copy of all rows)."""
+    import torch
+
     rows = x[np.sort(rng.choice(x.shape[0], size=min(x.shape[0], sample), replace=False))].astype(np.float64)
     mean = rows.mean(axis=0)
     eigval, eigvec = np.linalg.eigh(np.cov((rows - mean).T))
     scale = (eigvec / np.sqrt(np.maximum(eigval, 1e-6 * eigval.max()))).astype(np.float32)
-    z = np.empty_like(x)
+    z = torch.empty(x.shape, dtype=torch.bfloat16)
     for s in range(0, x.shape[0], block):
-        z[s : s + block] = (x[s : s + block] - mean.astype(np.float32)) @ scale
-    return unit_rows(z, copy=False)
+        z[s : s + block] = torch.from_numpy(unit_rows((x[s : s + block] - mean.astype(np.float32)) @ scale, copy=False))
+    return z
 
 
 def _ivf_table(
-    z: np.ndarray,
-    x: np.ndarray,
+    zb: Any,
+    xb: Any,
     threshold: float,
     n_cells: int | None,
     n_probe: int | None,
@@ -164,34 +188,37 @@ def _ivf_table(
     iters: int,
     refit: int,
     seed: int,
-) -> tuple[list, int, dict]:
-    """Asymmetric IVF join: cells partition `z` (the rows in the table's space); every row lives in its nearest
-    cell and probes its n_probe nearest cells; all (prober, resident) pairs of a cell are scored on the unit rows
-    `x`, so only the candidate generation is approximate."""
-    n = x.shape[0]
+) -> tuple[np.ndarray, int, dict]:
+    """Asymmetric IVF join: cells partition `zb` (the rows in the table's space, bfloat16); every row lives in
+    its nearest cell and probes its n_probe nearest cells; all (prober, resident) pairs of a cell are scored on
+    the bfloat16 unit rows `xb` and kept when above threshold - MARGINS["bfloat16"], to be re-scored in float64.
+    Returns (candidate pairs (C, 2), similarities scored, stats)."""
+    import torch
+
+    n = xb.shape[0]
     if n_cells is None:
         # assignment costs ~ n * n_cells, the scan ~ n * n_probe * n / n_cells: balanced near 1.5 sqrt(n)
         n_cells = int(np.clip(round(1.5 * np.sqrt(n)), 8, 4096))
     n_cells = max(1, min(n_cells, n // 4 or 1))
     if n_probe is None:
-        n_probe = 16  # see _ivf_pairs
+        n_probe = max(MIN_PROBES, int(np.ceil(PROBE_SHARE * n_cells)))
     n_probe = min(n_probe, n_cells)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    cent = _kmeans(z, n_cells, rng, per_cell, iters)
+    cent = _kmeans(zb, n_cells, rng, per_cell, iters)
     t1 = time.perf_counter()
     for _ in range(refit):
         # Lloyd passes over ALL rows (the sample-trained cells do not see most near-duplicate groups; centroids
         # refit on every row pull each group's members towards shared cells, which is what recall needs)
-        home = _top_cells(z, cent, 1)[:, 0]
+        home = _top_cells(zb, cent, 1)[:, 0]
         sums = np.zeros_like(cent)
-        _scatter_sum(sums, home, z)
+        _scatter_sum(sums, home, zb)
         empty = ~sums.any(axis=1)
         sums[empty] = cent[empty]
         cent = unit_rows(sums)
         del home, sums
     t1b = time.perf_counter()
-    probes = _top_cells(z, cent, n_probe)
+    probes = _top_cells(zb, cent, n_probe)
     home = probes[:, 0].copy()
     t2 = time.perf_counter()
     # residents and probers of each cell as CSR lists
@@ -200,26 +227,24 @@ def _ivf_table(
     flat = probes.ravel()
     prb_order = np.argsort(flat, kind="stable")
     prb_bounds = np.searchsorted(flat[prb_order], np.arange(n_cells + 1))
-    prb_rows = (prb_order // n_probe).astype(np.int64)
+    prb_rows = torch.from_numpy((prb_order // n_probe).astype(np.int64))
+    res_rows = torch.from_numpy(res_order)
     del flat, prb_order, probes
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    found: list[np.ndarray] = []
     checked = 0
-    cut = threshold - MARGINS["float32"]
-    buf = np.empty((8192, x.shape[1]), dtype=np.float32)
+    cut = threshold - MARGINS["bfloat16"]
     for k in range(n_cells):
-        residents = res_order[res_bounds[k] : res_bounds[k + 1]]
+        residents = res_rows[res_bounds[k] : res_bounds[k + 1]]
         probers = prb_rows[prb_bounds[k] : prb_bounds[k + 1]]
         if len(residents) == 0 or len(probers) == 0:
             continue
-        res_vecs = x[residents]
-        for s in range(0, len(probers), 8192):
-            pr = probers[s : s + 8192]
-            sims = np.take(x, pr, axis=0, out=buf[: len(pr)]) @ res_vecs.T
-            checked += sims.size
-            r, c = np.nonzero(sims > cut)  # float32 products: re-scored in float64 at the end
-            gi, gj = pr[r], residents[c]
-            keep = gi != gj
-            found.append((gi[keep], gj[keep], sims[r[keep], c[keep]]))
+        res_vecs = xb.index_select(0, residents).T.contiguous()
+        for s in range(0, len(probers), _SCAN_ROWS):
+            pr = probers[s : s + _SCAN_ROWS]
+            hits = torch.nonzero(xb.index_select(0, pr) @ res_vecs > cut)
+            checked += len(pr) * len(residents)
+            if len(hits):
+                found.append(torch.stack([pr[hits[:, 0]], residents[hits[:, 1]]], dim=1).numpy())
     stats = {
         "n_cells": n_cells,
         "n_probe": n_probe,
@@ -228,7 +253,7 @@ def _ivf_table(
         "assign_s": t2 - t1b,
         "scan_s": time.perf_counter() - t2,
     }
-    return found, checked, stats
+    return (np.concatenate(found) if found else np.zeros((0, 2), np.int64)), checked, stats
 
 
 def _two_hop_candidates(n: int, pairs: np.ndarray, max_degree: int) -> np.ndarray:
@@ -284,15 +309,10 @@ def above_threshold_pairs(
         return pairs, sims, stats
     if method != "index":
         raise ValueError(f"unknown method {method!r} (exact, index or auto)")
-    found, checked, extra = _ivf_pairs(x, threshold, **index_options)
+    pairs, sims, checked, extra = _ivf_pairs(x, threshold, **index_options)
     stats.update(extra)
-    gi = np.concatenate([f[0] for f in found]).astype(np.int64) if found else np.zeros(0, np.int64)
-    gj = np.concatenate([f[1] for f in found]).astype(np.int64) if found else np.zeros(0, np.int64)
-    cand = unique_pairs(gi, gj, n)
-    sims = rescore(x, cand)
-    above = sims > threshold
-    stats.update({"candidates": int(checked), "edges": int(above.sum()), "seconds": time.perf_counter() - t0})
-    return cand[above], sims[above], stats
+    stats.update({"candidates": int(checked), "edges": len(pairs), "seconds": time.perf_counter() - t0})
+    return pairs, sims, stats
 
 
 def choose_method(n: int, dim: int, budget_s: float, device: str | None = None) -> tuple[str, str]:
