@@ -60,6 +60,12 @@ _FLUX_DOCUMENTS = [
 _ARC2FACE_FILES = ("arc2face/*", "encoder/*", "arcface.onnx")
 _SD15_FILES = ("vae/*", "tokenizer/*", "scheduler/*", "model_index.json")
 _ARC2FACE_LICENSE = "MIT (model card); trained on CC-BY-NC-SA-4.0 data"
+_VEC2FACE_LICENSE = "MIT (model card); trained on a WebFace4M subset (research-only terms)"
+_VEC2FACE_PLUS_LICENSE = ("no licence stated (github.com/HaiyuWu/Vec2Face_plus has no LICENSE; see the model card); "
+                          "trained on a WebFace4M subset (research-only terms)")
+_VEC2FACE_PLUS_FILES = ("vec2face_plus/main_model.pth", "vec2face_plus/pose_model.pth")
+_VEC2FACE_ESTIMATORS = ("weights/arcface-r100-glint360k.pth", "weights/magface-r100-glint360k.pth",
+                        "weights/6DRepNet_300W_LP_AFLW2000.pth")
 
 # What `synid models check|download` lists for each shipped profile, captured before backends declared their own
 # models: the declarations must give the same roles, ids, revisions, file patterns, licences and order.
@@ -86,6 +92,15 @@ SHIPPED_PROFILE_MODELS: dict[str, list[ModelRef]] = {
                  None, "see the model's source"),
         ModelRef("face_analyzer.checkpoint", "BooBooWu/Vec2Face", None, ("weights/arcface-r100-glint360k.pth",),
                  "MIT (model card); trained on a WebFace4M subset (research-only terms)"),
+    ],
+    "vec2face-plus-80gb": [
+        *[ref for role in ("document_generator", "live_generator[0]") for ref in (
+            ModelRef(role, "BooBooWu/Vec2Face_plus", None, _VEC2FACE_PLUS_FILES, _VEC2FACE_PLUS_LICENSE),
+            ModelRef(f"{role}.estimators", "BooBooWu/Vec2Face", None, _VEC2FACE_ESTIMATORS, _VEC2FACE_LICENSE))],
+        ModelRef("face_analyzer.detector_model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None,
+                 None, "see the model's source"),
+        ModelRef("face_analyzer.checkpoint", "BooBooWu/Vec2Face", None, ("weights/arcface-r100-glint360k.pth",),
+                 _VEC2FACE_LICENSE),
     ],
     "idiff-face-80gb": [
         ModelRef("document_generator", "~/models/idiff-face", None, None,

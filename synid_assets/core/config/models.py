@@ -21,6 +21,8 @@ KNOWN_LICENSES: dict[str, str] = {
     "Raul2718/CFD-FLUX.1-dev-LoRA": "see model card (trained on the Chicago Face Database)",
     "FoivosPar/Arc2Face": "MIT (model card); trained on CC-BY-NC-SA-4.0 data",
     "BooBooWu/Vec2Face": "MIT (model card); trained on a WebFace4M subset (research-only terms)",
+    "BooBooWu/Vec2Face_plus": "no licence stated (github.com/HaiyuWu/Vec2Face_plus has no LICENSE; see the model "
+    "card); trained on a WebFace4M subset (research-only terms)",
     "fdbtrs/IDiff-Face": "CC BY-NC-SA 4.0 (non-commercial; github.com/fdbtrs/IDiff-Face LICENSE)",
     "stable-diffusion-v1-5/stable-diffusion-v1-5": "CreativeML OpenRAIL-M",
     "latent-consistency/lcm-lora-sdv1-5": "see model card",

@@ -25,6 +25,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "flux": "synid_assets.core.generation.flux_documents:FluxDocumentGenerator",
         "arc2face": "synid_assets.core.generation.arc2face:Arc2FaceDocumentGenerator",  # renders identity vectors
         "vec2face": "synid_assets.core.generation.vec2face:Vec2FaceDocumentGenerator",  # renders identity vectors
+        "vec2face_plus": "synid_assets.core.generation.vec2face_plus:Vec2FacePlusDocumentGenerator",  # + AttrOP
         "idiff_face": "synid_assets.core.generation.idiff_face:IDiffFaceDocumentGenerator",  # CC BY-NC-SA 4.0
     },
     "live_generator": {
@@ -32,6 +33,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "arc2face": "synid_assets.core.generation.arc2face:Arc2FaceLiveGenerator",
         "kontext": "synid_assets.core.generation.kontext:KontextLiveGenerator",
         "vec2face": "synid_assets.core.generation.vec2face:Vec2FaceLiveGenerator",
+        "vec2face_plus": "synid_assets.core.generation.vec2face_plus:Vec2FacePlusLiveGenerator",  # pose + AttrOP
         "idiff_face": "synid_assets.core.generation.idiff_face:IDiffFaceLiveGenerator",
     },
     "face_analyzer": {

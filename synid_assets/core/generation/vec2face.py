@@ -60,23 +60,27 @@ _MODEL_FIELDS = ("model_id", "checkpoint_file", "dtype", "vector_norm")
 # ---------------------------------------------------------------- the published sampling rules
 
 
-def mask_ratio(rng: np.random.Generator) -> float:
-    """One mask ratio: normal(0.15, 0.25) truncated to [0.1, 1.0], by inverting the CDF (one draw, no loop)."""
+def mask_ratio(
+    rng: np.random.Generator, mu: float = MASK_RATIO_MU, sd: float = MASK_RATIO_SD, low: float = MASK_RATIO_MIN,
+    high: float = MASK_RATIO_MAX,
+) -> float:
+    """One mask ratio: normal(mu, sd) truncated to [low, high] (default the published 0.15, 0.25, [0.1, 1.0]), by
+    inverting the CDF (one draw, no loop)."""
     from scipy.special import ndtr, ndtri
 
-    low = ndtr((MASK_RATIO_MIN - MASK_RATIO_MU) / MASK_RATIO_SD)
-    high = ndtr((MASK_RATIO_MAX - MASK_RATIO_MU) / MASK_RATIO_SD)
-    value = MASK_RATIO_MU + MASK_RATIO_SD * float(ndtri(low + (high - low) * rng.random()))
-    return min(max(value, MASK_RATIO_MIN), MASK_RATIO_MAX)
+    cdf_low, cdf_high = ndtr((low - mu) / sd), ndtr((high - mu) / sd)
+    value = mu + sd * float(ndtri(cdf_low + (cdf_high - cdf_low) * rng.random()))
+    return min(max(value, low), high)
 
 
-def row_masks(ratio: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(dropped, masked) boolean rows [49]: the rows with the smallest uniform noise; dropped is within masked."""
+def row_masks(ratio: float, rng: np.random.Generator, minimum: float = MASK_RATIO_MIN) -> tuple[np.ndarray, np.ndarray]:
+    """(dropped, masked) boolean rows [49]: the ceil(49 x minimum) and ceil(49 x ratio) rows with the smallest uniform
+    noise; dropped is within masked."""
     import numpy as np
 
     order = np.argsort(rng.random(ROWS), kind="stable")
     dropped, masked = np.zeros(ROWS, bool), np.zeros(ROWS, bool)
-    dropped[order[: math.ceil(ROWS * MASK_RATIO_MIN)]] = True
+    dropped[order[: math.ceil(ROWS * minimum)]] = True
     masked[order[: math.ceil(ROWS * ratio)]] = True
     return dropped, masked
 
@@ -138,6 +142,29 @@ def load_vec2face_checkpoint(
     return model.to(device=device, dtype=getattr(torch, dtype)).eval()
 
 
+def checkpoint_file_path(
+    model_id: str, file: str, revision: str | None, cache_dir: str | None, local_files_only: bool, what: str
+) -> Path:
+    """`file` of a model: model_id itself when it is a file, model_id/file for a directory, else the hub file."""
+    local = Path(model_id).expanduser()
+    if local.is_file():
+        return local
+    if local.is_dir():
+        return local / file
+    if looks_like_path(model_id):
+        raise ModelLoadError(f"{what} model {model_id!r} does not exist (a checkpoint file or directory)")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(model_id, file, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=local_files_only))
+    except Exception as error:  # not found, offline: all load failures here
+        raise ModelLoadError(
+            f"{what} checkpoint {file!r} of {model_id!r} could not be fetched: {type(error).__name__}: {error}. "
+            "Fetch it first with `synid models download PROFILE`."
+        ) from error
+
+
 class Vec2FaceLiveGenerator:
     """Live images with Vec2Face: published variations (sigma noise, row mask) of the identity's ArcFace vector."""
 
@@ -195,23 +222,8 @@ class Vec2FaceLiveGenerator:
         return self._model is not None
 
     def _checkpoint_path(self) -> Path:
-        local = Path(self.model_id).expanduser()
-        if local.is_file():
-            return local
-        if local.is_dir():
-            return local / self.checkpoint_file
-        if looks_like_path(self.model_id):
-            raise ModelLoadError(f"Vec2Face model {self.model_id!r} does not exist (a checkpoint file or directory)")
-        from huggingface_hub import hf_hub_download
-
-        try:
-            return Path(hf_hub_download(self.model_id, self.checkpoint_file, revision=self.revision,
-                                        cache_dir=self.cache_dir, local_files_only=self.local_files_only))
-        except Exception as error:  # not found, offline: all load failures here
-            raise ModelLoadError(
-                f"Vec2Face checkpoint {self.checkpoint_file!r} of {self.model_id!r} could not be fetched: "
-                f"{type(error).__name__}: {error}. Fetch it first with `synid models download PROFILE`."
-            ) from error
+        return checkpoint_file_path(self.model_id, self.checkpoint_file, self.revision, self.cache_dir,
+                                    self.local_files_only, "Vec2Face")
 
     def load(self) -> None:
         """Load the generator once (no-op when loaded)."""

@@ -203,6 +203,13 @@ class Vec2FaceGenerator(nn.Module):
     def forward(self, rep: torch.Tensor, drop_rows: torch.Tensor, masked_rows: torch.Tensor) -> torch.Tensor:
         """rep [n, rep_dim]; drop_rows and masked_rows [n, 49] bool, the same number of dropped rows in each image
         and every dropped row also masked (as the published masking draws them)."""
+        x, keep, masked = self.encode(rep, drop_rows, masked_rows)
+        return self.decode(self.decoder_embed(x), keep, masked)
+
+    def encode(
+        self, rep: torch.Tensor, drop_rows: torch.Tensor, masked_rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The encoder's normed output over the kept tokens, and the keep and mask flags of all 50 tokens."""
         batch = rep.shape[0]
         vector = self.latent_prior_proj_f(rep)
         rows = self.feature_token(vector.unsqueeze(-1)).permute(0, 2, 1)
@@ -214,9 +221,15 @@ class Vec2FaceGenerator(nn.Module):
         x = tokens[keep].reshape(batch, -1, tokens.shape[-1])
         for block in self.blocks:
             x = block(x)
-        x = self.decoder_embed(self.norm(x))
-        # Dropped and masked rows take the vector token's output, as published.
-        pad = x[:, 0:1].expand(-1, ROWS + 1, -1)
+        return self.norm(x), keep, masked
+
+    def decode(
+        self, x: torch.Tensor, keep: torch.Tensor, masked: torch.Tensor, pad_token: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images from decoder-width tokens: dropped and masked rows take `pad_token` [n, 1, width] when given
+        (Vec2Face+'s pose token), else the vector token's output, as published."""
+        batch = x.shape[0]
+        pad = (x[:, 0:1] if pad_token is None else pad_token.to(x.dtype)).expand(-1, ROWS + 1, -1)
         padded = pad.clone()
         padded[keep] = x.reshape(-1, x.shape[-1])
         padded = torch.where(masked.unsqueeze(-1), pad, padded)
@@ -226,7 +239,6 @@ class Vec2FaceGenerator(nn.Module):
         x = self.decoder_norm(x)
         grid = self.im_decoder_proj(x[:, 1:].reshape(batch, GRID, GRID, -1)).permute(0, 3, 1, 2)
         return self.im_decoder(grid)
-
 
 def config_from_state_dict(state: dict[str, torch.Tensor], num_heads: int, decoder_num_heads: int) -> Vec2FaceConfig:
     """The sizes a released-layout state_dict was built with (head counts are not in the shapes: given)."""
