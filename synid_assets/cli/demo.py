@@ -15,11 +15,23 @@ from synid_assets.core.config.profiles import REPO_ROOT, ProfileError, default_a
 from synid_assets.core.dataset.layout import default_home
 
 
-def _prepare_homes() -> tuple[Path, Path]:
-    """SYNID_HOME (default ./data) and DAGSTER_HOME (default $SYNID_HOME/dagster) with the instance config."""
+def _prepare_homes() -> tuple[Path | str, Path]:
+    """SYNID_HOME (default ./data) and DAGSTER_HOME (default $SYNID_HOME/dagster) with the instance config.
+
+    An s3:// SYNID_HOME is checked (endpoint, bucket, credentials) and DAGSTER_HOME defaults to the dagster
+    directory beside its local mirror's files (RemoteHomeError on a store that cannot be used).
+    """
     home = default_home()
-    home.mkdir(parents=True, exist_ok=True)
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster").resolve()
+    if isinstance(home, str):
+        from synid_assets.core.dataset.remote_home import RemoteHome
+
+        remote = RemoteHome(home)
+        remote.check()
+        local = remote.local
+    else:
+        local = home
+    local.mkdir(parents=True, exist_ok=True)
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or local / "dagster").resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
     instance_yaml = dagster_home / "dagster.yaml"
     if not instance_yaml.exists() and (REPO_ROOT / "dagster.yaml").exists():
@@ -99,7 +111,13 @@ def run_demo(
     if identities < 1 or live < 0:
         print("synid demo: --identities must be >= 1 and --live >= 0", file=sys.stderr)
         return 2
-    home, dagster_home = _prepare_homes()
+    from synid_assets.core.dataset.remote_home import RemoteHomeError
+
+    try:
+        home, dagster_home = _prepare_homes()
+    except RemoteHomeError as exc:
+        print(f"synid demo: {exc}", file=sys.stderr)
+        return 2
     os.environ["SYNID_LIVE"] = str(live)
     if seed is not None:
         os.environ["SYNID_SEED"] = str(seed)
@@ -170,13 +188,23 @@ def _materialize(
     return 0
 
 
-def _print_summary(home: Path) -> None:
+def _print_summary(home: Path | str) -> None:
     import duckdb
 
     from synid_assets.core.dataset.layout import DatasetLayout
 
-    layout = DatasetLayout(home)
-    with duckdb.connect(str(layout.manifest_path), read_only=True) as con:
+    if isinstance(home, str):  # an s3:// home: read the manifest object the run uploaded
+        from synid_assets.core.dataset.remote_home import RemoteHome
+
+        remote = RemoteHome(home)
+        manifest = remote.fetch("manifest.duckdb") or remote.local / "manifest.duckdb"
+        where = {"manifest": f"{remote.url}/manifest.duckdb", "images": f"{remote.url}/batches",
+                 "embeddings": remote.lancedb_uri}
+    else:
+        layout = DatasetLayout(home)
+        manifest = layout.manifest_path
+        where = {"manifest": layout.manifest_path, "images": layout.batches_dir, "embeddings": layout.lancedb_uri}
+    with duckdb.connect(str(manifest), read_only=True) as con:
         status = con.execute("SELECT status, count(*) FROM identities GROUP BY 1 ORDER BY 1").fetchall()
         images = con.execute(
             "SELECT kind, count(*), count(*) FILTER (face_detected), avg(similarity_to_document) "
@@ -187,8 +215,8 @@ def _print_summary(home: Path) -> None:
         extra = f", mean similarity to document {sim:.3f}" if sim is not None else ""
         print(f"{kind} images: {n}, face detected in {detected}{extra}")
     print(
-        f"\noutputs:\n  manifest   {layout.manifest_path}\n  images     {layout.batches_dir}/<batch>/"
-        f"{{documents,live,aligned_*}}\n  embeddings {layout.lancedb_uri}\n"
+        f"\noutputs:\n  manifest   {where['manifest']}\n  images     {where['images']}/<batch>/"
+        f"{{documents,live,aligned_*}}\n  embeddings {where['embeddings']}\n"
         "\nnext:\n  make ui                      # Dagster UI on http://127.0.0.1:3000 with these runs\n"
         "  .venv/bin/synid query \"SELECT * FROM identities LIMIT 5\""
     )

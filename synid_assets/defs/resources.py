@@ -10,14 +10,17 @@ import gc
 import json
 import sys
 import threading
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import dagster as dg
 from pydantic import PrivateAttr
 
 from synid_assets.core.config import registry
-from synid_assets.core.dataset.layout import DatasetLayout
+from synid_assets.core.dataset.layout import DatasetLayout, is_remote_home
 from synid_assets.core.errors import BackendError
+
+if TYPE_CHECKING:
+    from synid_assets.core.dataset.remote_home import RemoteHome
 
 _MODEL_CACHE: dict[tuple, Any] = {}
 _MODEL_LOCK = threading.Lock()
@@ -50,13 +53,26 @@ class DatasetResource(dg.ConfigurableResource):
     export_crop: str = "aligned"  # 'aligned' 112x112 ArcFace crops or 'full' images
     identity_source: str = "attributes"  # or 'embeddings': documents render identity_vectors (profile dataset section)
     identity_vectors: dict[str, Any] = {}  # the profile's identity_vectors section: method, max_similarity, centres
+    _remote: Any = PrivateAttr(default=None)
 
     def layout(self) -> DatasetLayout:
-        return DatasetLayout(self.home)
+        """The dataset's files: SYNID_HOME itself, or the local mirror of an s3:// home (see remote())."""
+        remote = self.remote()
+        return DatasetLayout(remote.local if remote is not None else self.home)
+
+    def remote(self) -> RemoteHome | None:
+        """The RemoteHome of an s3:// home (pull before reading, push after writing), None for a local home."""
+        if not is_remote_home(self.home):
+            return None
+        if self._remote is None:
+            from synid_assets.core.dataset.remote_home import RemoteHome
+
+            self._remote = RemoteHome(self.home)
+        return self._remote
 
 
 class LanceDBResource(dg.ConfigurableResource):
-    """The embedded LanceDB database of face embeddings (a directory; object storage URIs work too)."""
+    """The LanceDB database of face embeddings: a directory, or `<s3 home>/lancedb` opened on S3 directly."""
 
     uri: str
 
@@ -218,8 +234,6 @@ def live_generator_entries(section: dict[str, Any]) -> list[LiveGeneratorEntry]:
 
 def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: str) -> dict[str, Any]:
     """Instantiate every resource the assets need from a loaded profile."""
-    from synid_assets.core.dataset.layout import DatasetLayout
-
     dataset, checks, faces = profile["dataset"], profile["checks"], profile["face_analyzer"]
     return {
         "dataset": DatasetResource(
@@ -242,7 +256,9 @@ def resources_from_profile(profile: dict[str, Any], home: str, attributes_dir: s
             # Dagster refuses None values inside a dict config: unset options fall back to the sampler's defaults.
             identity_vectors={k: v for k, v in profile["identity_vectors"].items() if v is not None},
         ),
-        "lancedb": LanceDBResource(uri=str(DatasetLayout(home).lancedb_uri)),
+        "lancedb": LanceDBResource(
+            uri=f"{home.rstrip('/')}/lancedb" if is_remote_home(home) else str(DatasetLayout(home).lancedb_uri)
+        ),
         "prompt_writer": PromptWriterResource(
             backend=profile["prompt_writer"]["backend"],
             options=registry.section_options("prompt_writer", profile["prompt_writer"]),

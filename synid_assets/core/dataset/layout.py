@@ -22,9 +22,15 @@ os.umask(_UMASK)
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def default_home() -> Path:
-    """SYNID_HOME, or ./data in the current directory."""
-    return Path(os.environ.get("SYNID_HOME") or "data").resolve()
+def is_remote_home(home: str | Path) -> bool:
+    """An object-store home (`s3://bucket/prefix`): its files are mirrored locally (dataset/remote_home.py)."""
+    return isinstance(home, str) and home.startswith("s3://")
+
+
+def default_home() -> Path | str:
+    """SYNID_HOME, or ./data in the current directory; an `s3://bucket/prefix` URL is returned as it is."""
+    home = os.environ.get("SYNID_HOME") or "data"
+    return home if is_remote_home(home) else Path(home).resolve()
 
 
 def check_key(key: str, what: str = "batch key") -> str:
@@ -38,6 +44,11 @@ class DatasetLayout:
     """Paths of one dataset. Batch outputs are Parquet and PNG files; only the manifest asset writes DuckDB."""
 
     def __init__(self, home: str | Path) -> None:
+        if is_remote_home(home):  # a Path would silently turn the URL into a local directory named 's3:'
+            raise ValueError(
+                f"SYNID_HOME {home} is an object-store URL: this needs a local dataset directory (the Dagster "
+                "assets, `synid demo` and `synid query` use its local mirror, dataset/remote_home.py)"
+            )
         self.home = Path(home).resolve()
 
     @property

@@ -26,19 +26,34 @@ def _quote(value: str) -> str:
 
 
 class EmbeddingStore:
-    """A thin wrapper over a LanceDB database directory; lancedb is imported only when connecting."""
+    """A thin wrapper over a LanceDB database; lancedb is imported only when connecting.
 
-    def __init__(self, uri: str | Path) -> None:
+    The uri is a directory, or an `s3://bucket/prefix/lancedb` uri that LanceDB opens on the object store
+    directly, with the endpoint and credentials of the standard AWS variables (remote_home.S3Settings).
+    """
+
+    def __init__(self, uri: str | Path, storage_options: dict[str, str] | None = None) -> None:
         self.uri = str(uri)
+        self.storage_options = storage_options
         self._db: Any = None
+
+    @property
+    def remote(self) -> bool:
+        return self.uri.startswith("s3://")
 
     @property
     def db(self) -> Any:
         if self._db is None:
             import lancedb
 
-            Path(self.uri).mkdir(parents=True, exist_ok=True)
-            self._db = lancedb.connect(self.uri)
+            if self.remote:
+                from synid_assets.core.dataset.remote_home import S3Settings
+
+                options = self.storage_options or S3Settings.from_env().lancedb_options()
+                self._db = lancedb.connect(self.uri, storage_options=options)
+            else:
+                Path(self.uri).mkdir(parents=True, exist_ok=True)
+                self._db = lancedb.connect(self.uri)
         return self._db
 
     def _table(self, name: str) -> Any | None:

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from synid_assets.core.batch.dataset import build_dataset_manifest
-from synid_assets.defs.assets.common import EAGER, GROUP
+from synid_assets.defs.assets.common import ALL_BATCH_RECORDS, EAGER, GROUP, synced_home
 from synid_assets.defs.assets.embeddings import document_embeddings, live_embeddings
 from synid_assets.defs.assets.filter import identity_filter
 from synid_assets.defs.assets.generation import document_images, live_images, prompts
@@ -33,14 +33,17 @@ BATCH_ASSETS = [
     description="Rebuilds $SYNID_HOME/manifest.duckdb from every batch's outputs.",
 )
 def dataset_manifest(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
-    layout = dataset.layout()
-    built = build_dataset_manifest(layout, dataset.seed)
+    # Built from every batch's Parquet files, then uploaded as one object.
+    with synced_home(dataset, ALL_BATCH_RECORDS, ["manifest.duckdb"]) as layout:
+        built = build_dataset_manifest(layout, dataset.seed)
     schema = dg.TableSchema(
         columns=[dg.TableColumn(name, dtype, description=doc or None) for name, dtype, doc in built["identity_columns"]]
     )
     return dg.MaterializeResult(
         metadata={
-            "dagster/uri": str(layout.manifest_path),
+            "dagster/uri": f"{dataset.home.rstrip('/')}/{layout.manifest_path.name}"
+            if dataset.remote()
+            else str(layout.manifest_path),
             "dagster/row_count": built["counts"]["identities"],
             "dagster/column_schema": schema,
             "table_rows": dg.MetadataValue.json(built["counts"]),

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from synid_assets.defs.assets.common import GROUP, clear_errors
+from synid_assets.defs.assets.common import GROUP, clear_errors, synced_home
 from synid_assets.defs.resources import DatasetResource
 
 
@@ -32,7 +32,6 @@ def dataset_export(
 
     from synid_assets.core.export import ExportError, check_format, default_export_dir, export_dataset
 
-    layout = dataset.layout()
     formats = config.formats or dataset.export_formats
     crop = config.crop or dataset.export_crop
     if not formats:
@@ -42,7 +41,9 @@ def dataset_export(
     try:
         for export_format in formats:
             check_format(export_format)
-        with clear_errors():
+        # An export reads every accepted image; it and exports.duckdb are pushed (an out_dir outside the home stays).
+        pull = ["manifest.duckdb", "exports.duckdb", "batches"]
+        with synced_home(dataset, pull, ["exports", "exports.duckdb"]) as layout, clear_errors():
             for export_format in formats:
                 out = default_export_dir(layout, export_format, crop)
                 if config.out_dir:

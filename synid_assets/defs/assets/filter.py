@@ -3,7 +3,15 @@
 import dagster as dg
 
 from synid_assets.core.batch.filter import FilterSettings, filter_batch
-from synid_assets.defs.assets.common import EAGER, GROUP, clear_errors
+from synid_assets.defs.assets.common import (
+    EAGER,
+    FILTER_STATE,
+    GROUP,
+    batch_files,
+    batch_records,
+    clear_errors,
+    synced_home,
+)
 from synid_assets.defs.partitions import identity_batches
 from synid_assets.defs.resources import DatasetResource, FaceAnalyzerResource, LanceDBResource
 
@@ -46,8 +54,11 @@ def identity_filter(
         leak_gallery=dataset.leak_gallery,
     )
     try:
-        with clear_errors():
-            summary = filter_batch(dataset.layout(), context.partition_key, lancedb.store(), settings)
+        key = context.partition_key
+        # Every earlier batch's decisions and running state come from the shared store, not this machine's mirror.
+        pull = [*FILTER_STATE, *batch_records(key)]
+        with synced_home(dataset, pull, [batch_files(key)]) as layout, clear_errors():
+            summary = filter_batch(layout, key, lancedb.store(), settings)
     except (GalleryError, ValueError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     return dg.MaterializeResult(

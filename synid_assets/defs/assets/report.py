@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 
 from synid_assets.core.batch.report import write_quality_report
-from synid_assets.defs.assets.common import EAGER, GROUP, clear_errors
+from synid_assets.defs.assets.common import EAGER, GROUP, clear_errors, synced_home
 from synid_assets.defs.resources import DatasetResource, FaceAnalyzerResource, LanceDBResource
 
 DEMOGRAPHIC_COLUMNS = ("identities", "acceptance_rate", "genuine_pairs", "mean_genuine", "impostor_pairs",
@@ -54,9 +54,11 @@ def quality_report(
     lancedb: LanceDBResource,
 ) -> dg.MaterializeResult:
     threshold = face_analyzer.operating_threshold()
-    with clear_errors():
+    # The spec, and the document faces the galleries show (aligned crops, or the documents when there is none).
+    pull = ["spec", "manifest.duckdb", "evaluation.duckdb", "batches/*/aligned_document", "batches/*/documents"]
+    with synced_home(dataset, pull, ["reports", "quality.duckdb"]) as layout, clear_errors():
         summary = write_quality_report(
-            dataset.layout(), lancedb.store(), face_analyzer.model_id, threshold.value, threshold.fmr, dataset.seed
+            layout, lancedb.store(), face_analyzer.model_id, threshold.value, threshold.fmr, dataset.seed
         )
     plots = {
         f"plot_{name}": dg.MetadataValue.md(

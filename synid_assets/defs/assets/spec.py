@@ -12,7 +12,7 @@ from synid_assets.core.batch.spec import (
     snapshot_spec,
 )
 from synid_assets.core.quality.preview import distribution_markdown
-from synid_assets.defs.assets.common import GROUP, clear_errors
+from synid_assets.defs.assets.common import GROUP, batch_files, batch_records, clear_errors, synced_home
 from synid_assets.defs.partitions import identity_batches
 from synid_assets.defs.resources import DatasetResource
 
@@ -38,7 +38,8 @@ def attribute_spec(context: dg.AssetExecutionContext, dataset: DatasetResource) 
         context.log.info(note)
     for warning in spec.warnings:
         context.log.warning(warning)
-    record = snapshot_spec(dataset.layout(), spec)
+    with synced_home(dataset, push=["spec"]) as layout:
+        record = snapshot_spec(layout, spec)
     rows = [
         dg.TableRecord(
             {
@@ -86,8 +87,8 @@ def identity_attributes(
 ):
     from synid_assets.core.spec.checks import clash_violations, frequency_tests
 
-    layout = dataset.layout()
-    with clear_errors():
+    key = context.partition_key
+    with synced_home(dataset, ["spec", *batch_records(key)], [batch_files(key)]) as layout, clear_errors():
         size = resolve_batch_size(layout, context.partition_key, config.batch_size, dataset.batch_size)
         spec = load_current_spec(layout)
         summary = sample_batch(layout, spec, dataset.seed, context.partition_key, size)
@@ -130,8 +131,8 @@ def spec_frequency_samples(spec: Any, draws: int, seed: int) -> list[dict[str, s
 def attribute_spec_valid(dataset: DatasetResource) -> dg.AssetCheckResult:
     from synid_assets.core.spec.checks import clash_violations, frequency_tests
 
-    with clear_errors():
-        spec = load_current_spec(dataset.layout())
+    with synced_home(dataset, pull=["spec"]) as layout, clear_errors():
+        spec = load_current_spec(layout)
     samples = spec_frequency_samples(spec, 20_000, dataset.seed)
     tests = frequency_tests(spec, samples)
     worst = min((t["p_value"] for t in tests), default=1.0)

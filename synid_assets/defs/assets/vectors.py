@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 
 from synid_assets.core.batch.vectors import sample_batch_vectors
-from synid_assets.defs.assets.common import EAGER, GROUP, clear_errors
+from synid_assets.defs.assets.common import EAGER, GROUP, batch_files, batch_records, clear_errors, synced_home
 from synid_assets.defs.partitions import identity_batches
 from synid_assets.defs.resources import DatasetResource, DocumentGeneratorResource
 
@@ -56,9 +56,11 @@ def identity_vectors(
     try:
         settings = SamplerSettings.from_mapping(options)
         gallery = Gallery(dataset.leak_gallery) if dataset.leak_gallery else None
-        with clear_errors():
+        key = context.partition_key
+        earlier = ["batches/*/identities.parquet", "batches/*/identity_vectors.parquet", *batch_records(key)]
+        with synced_home(dataset, earlier, [batch_files(key)]) as layout, clear_errors():
             summary = sample_batch_vectors(
-                dataset.layout(), context.partition_key, settings, space, int(generator_class.vector_dim), gallery
+                layout, key, settings, space, int(generator_class.vector_dim), gallery
             )
     except (ValueError, GalleryError, VectorSpaceFull) as exc:  # settings, centres, gallery, a full space
         raise dg.Failure(description=str(exc), allow_retries=False) from None
