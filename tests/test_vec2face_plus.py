@@ -333,6 +333,10 @@ def test_target_yaws_from_the_list_and_the_attributes() -> None:
         target_yaw(LiveRequest(identity(2, {"head_yaw": "left"}), "", 0, 1, "doc.png"), yaws, "head_yaw")
     with pytest.raises(ValueError, match="yaws"):
         Vec2FacePlusLiveGenerator(yaws=[120.0])
+    # the yaw list and AttrOP's settings are part of what makes an image: finished images are not reused across them
+    default = Vec2FacePlusLiveGenerator().settings
+    assert Vec2FacePlusLiveGenerator(yaws=[10.0]).settings != default
+    assert Vec2FacePlusLiveGenerator(attrop_max_tries=5).settings["attrop"]["max_tries"] == 5
 
 
 def test_generate_with_attrop_records_failures_and_regenerates(tiny_root: Path) -> None:

@@ -171,12 +171,22 @@ class Vec2FacePlusLiveGenerator(Vec2FaceLiveGenerator):
         self.yaws = [float(y) for y in yaws]
         self.yaw_attribute = yaw_attribute
         self.attrop = bool(attrop)
-        self.settings = AttrOPSettings(float(attrop_learning_rate), float(identity_margin), float(quality_target),
-                                       float(quality_tolerance), float(yaw_tolerance), int(attrop_max_tries))
+        self.attrop_settings = AttrOPSettings(
+            float(attrop_learning_rate), float(identity_margin), float(quality_target), float(quality_tolerance),
+            float(yaw_tolerance), int(attrop_max_tries))
         self.lora_alpha = float(lora_alpha)
         self.fr_units = tuple(fr_units) if fr_units is not None else None  # reduced test models only
         self.fr_channels = tuple(fr_channels) if fr_channels is not None else None
         self._models: dict[str, Any] = {}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting that changes an image (the reuse key of finished images; execution options left out)."""
+        return {"model_id": self.model_id, "revision": self.revision, "main_checkpoint": self.main_checkpoint,
+                "pose_checkpoint": self.pose_checkpoint, "estimators_id": self.estimators_id,
+                "estimators_revision": self.estimators_revision, "yaws": self.yaws, "yaw_attribute": self.yaw_attribute,
+                "attrop": asdict(self.attrop_settings) if self.attrop else None, "lora_alpha": self.lora_alpha,
+                "vector_norm": self.vector_norm, "dtype": self.dtype}
 
     # ------------------------------------------------------------------ loading
 
@@ -276,11 +286,11 @@ class Vec2FacePlusLiveGenerator(Vec2FaceLiveGenerator):
                 classes = torch.from_numpy(np.stack([draws[i]["class_vector"] for i in chunk])).float()
                 result = run_attrop(lambda v, rows, c=chunk: self._render(draws, v, [c[r] for r in rows]), batch,
                                     classes.to(self._device), [draws[i]["yaw"] for i in chunk], self._models,
-                                    self.settings)
+                                    self.attrop_settings)
                 out = result.images
                 for k in range(len(chunk)):
                     records.append({"status": result.statuses[k], "tries": result.tries[k],
-                                    "max_tries": self.settings.max_tries, **result.last[k],
+                                    "max_tries": self.attrop_settings.max_tries, **result.last[k],
                                     "vector": [float(x) for x in result.vectors[k].cpu().numpy()]})
             else:
                 with torch.inference_mode():
@@ -321,7 +331,7 @@ class Vec2FacePlusLiveGenerator(Vec2FaceLiveGenerator):
         params |= {"license": LICENSE, "main_checkpoint": self.main_checkpoint,
                    "pose_checkpoint": self.pose_checkpoint, "lora_alpha": self.lora_alpha,
                    "estimators_id": self.estimators_id if self.attrop else None,
-                   "attrop_settings": asdict(self.settings) if self.attrop else None}
+                   "attrop_settings": asdict(self.attrop_settings) if self.attrop else None}
         return params
 
     def regenerate(self, params: Mapping[str, Any]) -> Image.Image:
