@@ -265,6 +265,7 @@ class RemoteHome:
     def _list(self, patterns: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Remote files matching the patterns: relative path -> {size, etag}."""
         fs, found = self.fs, {}
+        walks: dict[tuple[str, int], dict[str, Any]] = {}  # patterns under the same root share one listing
         for pattern in patterns:
             pattern = pattern.strip("/")
             if "*" not in pattern:
@@ -275,7 +276,9 @@ class RemoteHome:
                 root = f"{self.bucket}/{self._key('/'.join(static))}".rstrip("/")
                 depth = len(segments) - len(static)
                 regex = _pattern_regex(pattern)
-                listed = fs.find(root, maxdepth=depth, withdirs=True, detail=True)
+                if (root, depth) not in walks:
+                    walks[root, depth] = fs.find(root, maxdepth=depth, withdirs=True, detail=True)
+                listed = walks[root, depth]
                 entries = {}
                 for path, info in listed.items():
                     if not regex.match(self._relative(path)):
