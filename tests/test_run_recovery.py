@@ -5,9 +5,7 @@ Real `synid demo` subprocesses on a temporary SYNID_HOME with the shipped dagste
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,53 +20,19 @@ import pytest
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
 from synid_assets.core.dataset.run_owner import PID_TAG, RunOwner
+from tests.fault_helpers import (
+    held_slots,
+    image_hashes,
+    images,
+    new_home,
+    run_demo,
+    runs_of,
+    start_demo,
+    wait_for,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO = ["demo", "--identities", "12", "--live", "1", "--seed", "5"]
 HAS_PROC = Path("/proc/self/stat").exists()
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {**os.environ, "SYNID_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    for variable in ("SYNID_PROFILE", "SYNID_ATTRIBUTES", "SYNID_SEED", "SYNID_BATCH_SIZE", "SYNID_LIVE"):
-        env.pop(variable, None)
-    return env
-
-
-def _new_home(root: Path) -> Path:
-    home = root / "home"
-    (home / "dagster").mkdir(parents=True)
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
-    return home
-
-
-def _run_demo(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "synid_assets.cli", *args], env=_env(home),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _start_demo(home: Path, *args: str) -> tuple[subprocess.Popen, Path]:
-    log = home / "demo.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "synid_assets.cli", *args], env=_env(home),
-                                   stdout=out, stderr=subprocess.STDOUT, text=True)
-    return process, log
-
-
-def _wait_for(condition: Callable[[], bool], process: subprocess.Popen, what: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"the demo ended (rc {process.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
-        time.sleep(0.2)
-
-
-def _images(home: Path) -> list[Path]:
-    return sorted((home / "batches").rglob("*.png")) if (home / "batches").exists() else []
-
-
-def _image_hashes(home: Path) -> dict[str, str]:
-    return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in _images(home)}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -90,15 +54,6 @@ def instance_at() -> Iterator[Callable[[Path], dg.DagsterInstance]]:
         instance.dispose()
 
 
-def _held_slots(instance: dg.DagsterInstance) -> dict[str, list[str]]:
-    storage = instance.event_log_storage
-    held = {}
-    for pool in storage.get_concurrency_keys():
-        info = storage.get_concurrency_info(pool)
-        held[pool] = sorted({s.run_id for s in info.claimed_slots} | {s.run_id for s in info.pending_steps})
-    return {pool: runs for pool, runs in held.items() if runs}
-
-
 def _holder_run(instance: dg.DagsterInstance, owner: RunOwner, pool: str = "gpu") -> str:
     """A STARTED run owned by `owner` that holds the one slot of `pool`, as a run in another process would."""
     run_id = str(uuid.uuid4())
@@ -108,10 +63,6 @@ def _holder_run(instance: dg.DagsterInstance, owner: RunOwner, pool: str = "gpu"
     storage.initialize_concurrency_limit_to_default(pool)
     assert storage.claim_concurrency_slot(pool, run_id, "hold").is_claimed
     return run_id
-
-
-def _runs_of(instance: dg.DagsterInstance, job_name: str) -> list[dg.DagsterRun]:
-    return list(instance.get_runs(filters=dg.RunsFilter(job_name=job_name)))
 
 
 @pytest.fixture
@@ -148,17 +99,17 @@ def test_definitions_use_the_recovering_executor_and_sensor() -> None:
 def test_dead_run_sensor_fails_dead_runs_and_frees_their_slots(tmp_path, sleeper, instance_at) -> None:
     from synid_assets.defs.runs import dead_run_sensor
 
-    instance = instance_at(_new_home(tmp_path))
+    instance = instance_at(new_home(tmp_path))
     owner = RunOwner.of_process(sleeper.pid)
     dead_run = _holder_run(instance, owner)
     assert "no dead runs" in dead_run_sensor(dg.build_sensor_context(instance=instance)).skip_message
-    assert _held_slots(instance) == {"gpu": [dead_run]}
+    assert held_slots(instance) == {"gpu": [dead_run]}
     sleeper.kill()
     sleeper.wait()
     skip = dead_run_sensor(dg.build_sensor_context(instance=instance))
     assert dead_run in skip.skip_message and "is gone" in skip.skip_message
     assert instance.get_run_by_id(dead_run).status == DagsterRunStatus.FAILURE
-    assert _held_slots(instance) == {}
+    assert held_slots(instance) == {}
 
 
 def test_runs_from_before_owner_tags_are_recovered_from_the_pid_dagster_logged(tmp_path, sleeper, instance_at) -> None:
@@ -166,7 +117,7 @@ def test_runs_from_before_owner_tags_are_recovered_from_the_pid_dagster_logged(t
 
     from synid_assets.defs.runs import recover_dead_runs
 
-    instance = instance_at(_new_home(tmp_path))
+    instance = instance_at(new_home(tmp_path))
     run_id = _holder_run(instance, RunOwner.of_process(sleeper.pid))
     instance.delete_run(run_id)  # re-added below without SynID's tags, as older SynID versions left runs
     instance.event_log_storage.free_concurrency_slots_for_run(run_id)
@@ -179,43 +130,43 @@ def test_runs_from_before_owner_tags_are_recovered_from_the_pid_dagster_logged(t
     [message] = recover_dead_runs(instance)
     assert run_id in message and f"pid {sleeper.pid}" in message
     assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
-    assert _held_slots(instance) == {}
+    assert held_slots(instance) == {}
 
 
 def test_sigkill_mid_batch_then_rerun_finishes_with_the_same_images(tmp_path, instance_at) -> None:
-    reference = _new_home(tmp_path / "reference")
-    done = _run_demo(reference, *DEMO)
+    reference = new_home(tmp_path / "reference")
+    done = run_demo(reference, *DEMO)
     assert done.returncode == 0, done.stdout + done.stderr
 
-    home = _new_home(tmp_path / "killed")
-    process, log = _start_demo(home, *DEMO)
-    _wait_for(lambda: len(_images(home)) >= 3, process, "images under batches/")
+    home = new_home(tmp_path / "killed")
+    process, log = start_demo(home, *DEMO)
+    wait_for(lambda: len(images(home)) >= 3, process, "images under batches/")
     instance = instance_at(home)
     # Kill while a step holds a pool slot (the state that blocked every later run). Steps release their slot
     # between them, so a kill can still land in such a gap: the slot-freeing itself is asserted deterministically
     # by the holder-dies and sensor tests; here the rerun must finish either way.
-    _wait_for(lambda: bool(_held_slots(instance)), process, "a held pool slot")
+    wait_for(lambda: bool(held_slots(instance)), process, "a held pool slot")
     process.send_signal(signal.SIGKILL)
     process.wait()
-    [killed] = _runs_of(instance, "synid_batch")
+    [killed] = runs_of(instance, "synid_batch")
     assert killed.status == DagsterRunStatus.STARTED and killed.tags[PID_TAG] == str(process.pid)
 
-    rerun = _run_demo(home, *DEMO, timeout=180)
+    rerun = run_demo(home, *DEMO, timeout=180)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"recovered: run {killed.run_id} (synid_batch) was STARTED" in rerun.stdout
     assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
-    assert [r.status for r in _runs_of(instance, "synid_batch")].count(DagsterRunStatus.SUCCESS) == 1
-    assert _held_slots(instance) == {}
-    assert _image_hashes(home) == _image_hashes(reference) and len(_image_hashes(home)) > 12
+    assert [r.status for r in runs_of(instance, "synid_batch")].count(DagsterRunStatus.SUCCESS) == 1
+    assert held_slots(instance) == {}
+    assert image_hashes(home) == image_hashes(reference) and len(image_hashes(home)) > 12
 
 
 @pytest.mark.skipif(not HAS_PROC, reason="reads CPU time from /proc")
 def test_waiting_run_sleeps_says_who_holds_the_slot_and_stops_on_sigint(tmp_path, sleeper, instance_at) -> None:
-    home = _new_home(tmp_path)
+    home = new_home(tmp_path)
     instance = instance_at(home)
     holder = _holder_run(instance, RunOwner.of_process(sleeper.pid))
-    process, log = _start_demo(home, *DEMO)
-    _wait_for(lambda: "waits for a slot in pool 'gpu'" in log.read_text(), process, "a wait message")
+    process, log = start_demo(home, *DEMO)
+    wait_for(lambda: "waits for a slot in pool 'gpu'" in log.read_text(), process, "a wait message")
     message = next(line for line in log.read_text().splitlines() if "waits for a slot" in line)
     assert holder in message and f"pid {sleeper.pid}" in message and "running" in message
 
@@ -229,29 +180,29 @@ def test_waiting_run_sleeps_says_who_holds_the_slot_and_stops_on_sigint(tmp_path
     assert time.monotonic() - started < 20
     output = log.read_text()
     assert "synid demo: interrupted during batch-00000" in output and "Traceback" not in output
-    [waiting] = _runs_of(instance, "synid_batch")
+    [waiting] = runs_of(instance, "synid_batch")
     assert waiting.status == DagsterRunStatus.FAILURE
-    assert _held_slots(instance) == {"gpu": [holder]}  # its queued claim is gone, the live holder keeps its slot
-    assert not _images(home)
+    assert held_slots(instance) == {"gpu": [holder]}  # its queued claim is gone, the live holder keeps its slot
+    assert not images(home)
 
 
 def test_waiting_run_takes_the_slot_when_its_holder_dies(tmp_path, sleeper, instance_at) -> None:
-    home = _new_home(tmp_path)
+    home = new_home(tmp_path)
     instance = instance_at(home)
     holder = _holder_run(instance, RunOwner.of_process(sleeper.pid))
-    process, log = _start_demo(home, "demo", "--identities", "2", "--live", "0", "--seed", "5")
-    _wait_for(lambda: "waits for a slot in pool 'gpu'" in log.read_text(), process, "a wait message")
+    process, log = start_demo(home, "demo", "--identities", "2", "--live", "0", "--seed", "5")
+    wait_for(lambda: "waits for a slot in pool 'gpu'" in log.read_text(), process, "a wait message")
     sleeper.kill()  # the holder's process dies while the demo waits (an OOM kill, say)
     sleeper.wait()
     assert process.wait(timeout=120) == 0, log.read_text()
     assert instance.get_run_by_id(holder).status == DagsterRunStatus.FAILURE
-    assert _held_slots(instance) == {}
+    assert held_slots(instance) == {}
 
 
 def test_sigterm_mid_step_ends_the_run_promptly_and_frees_its_slots(tmp_path, instance_at) -> None:
-    home = _new_home(tmp_path)
-    process, log = _start_demo(home, *DEMO)
-    _wait_for(lambda: len(_images(home)) >= 1, process, "images under batches/")
+    home = new_home(tmp_path)
+    process, log = start_demo(home, *DEMO)
+    wait_for(lambda: len(images(home)) >= 1, process, "images under batches/")
     process.send_signal(signal.SIGTERM)
     started = time.monotonic()
     assert process.wait(timeout=20) == 130, log.read_text()
@@ -259,7 +210,7 @@ def test_sigterm_mid_step_ends_the_run_promptly_and_frees_its_slots(tmp_path, in
     output = log.read_text()
     assert "synid demo: interrupted during batch-00000" in output and "Traceback" not in output
     instance = instance_at(home)
-    [run] = _runs_of(instance, "synid_batch")
+    [run] = runs_of(instance, "synid_batch")
     assert run.status == DagsterRunStatus.FAILURE
-    assert _held_slots(instance) == {}
+    assert held_slots(instance) == {}
     assert not list(home.rglob("*.tmp")), "an interrupted write left a partial file"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,6 +99,28 @@ class DatasetLayout:
         return path
 
 
+class DiskFullError(OSError):
+    """A write found its filesystem full: one line naming the file and the space left, instead of a traceback."""
+
+    @classmethod
+    def writing(cls, path: Path) -> DiskFullError:
+        try:
+            free = f"{shutil.disk_usage(Path(path).parent).free / 2**20:.1f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        return cls(errno.ENOSPC, f"disk full: could not write {path} ({free} there); free space and rerun")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT from Python, or a library's I/O error that says so (DuckDB, Arrow)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """A binary handle on a temp file beside `path`; on a clean exit it is fsynced and renamed over `path`.
@@ -113,8 +137,11 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = DiskFullError.writing(path) if is_disk_full(exc) and not isinstance(exc, DiskFullError) else None
         Path(tmp).unlink(missing_ok=True)
+        if full is not None:
+            raise full from exc
         raise
 
 
@@ -139,6 +166,10 @@ def atomic_duckdb(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as exc:
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise DiskFullError.writing(path) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
