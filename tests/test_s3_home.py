@@ -20,6 +20,7 @@ import pytest
 
 from synid_assets.core.dataset.remote_home import RemoteHome, RemoteHomeError
 
+REPO = Path(__file__).resolve().parents[1]
 SECRET = "not-a-real-secret-5f3c"  # must never appear in an error message
 ACCESS_KEY = "synid-test-key"
 
@@ -219,21 +220,51 @@ def test_bad_stores_fail_with_one_line_naming_the_url(env, server, tmp_path, mon
         assert SECRET not in result.stdout + result.stderr
 
 
+# Machine B: only the second batch, in a fresh Dagster instance with an empty mirror, so the first batch's
+# filter decisions and state can only come from the store.
+SECOND_BATCH_ONLY = """
+import dagster as dg
+from synid_assets.definitions import build_definitions
+instance = dg.DagsterInstance.get()
+instance.add_dynamic_partitions("identity_batches", ["batch-00000", "batch-00001"])
+result = build_definitions().resolve_job_def("synid_batch").execute_in_process(
+    instance=instance, partition_key="batch-00001", raise_on_error=False,
+    run_config={"ops": {"identity_attributes": {"config": {"batch_size": 1}}}},
+)
+raise SystemExit(0 if result.success else 1)
+"""
+
+
 def test_demo_on_s3_home_matches_the_local_home(env, server, tmp_path):
-    """`synid demo` unchanged with SYNID_HOME=s3://...: same manifest rows and image bytes as on a local disk."""
+    """`synid demo` unchanged with SYNID_HOME=s3://...: same manifest rows and image bytes as on a local disk.
+
+    Two machines share the dataset: A runs the demo's first batch, B (its own mirror and Dagster instance)
+    the second, whose order-stable filter reads A's decisions from the store.
+    """
     import lancedb
 
     from synid_assets.core.dataset.remote_home import S3Settings
 
     bucket = _bucket(server, "synid")
     local_home = tmp_path / "local"
-    # One small batch keeps this in CI's fast set; test_fault_s3_restart runs two batches on two machines.
-    local = synid("demo", "--identities", "3", "--live", "1", env={"SYNID_HOME": str(local_home)})
+    two_batches = {"SYNID_BATCH_SIZE": "2", "SYNID_LIVE": "1"}  # batch-00000: 2 identities, batch-00001: 1
+    local = synid("demo", "--identities", "3", "--live", "1", env={**two_batches, "SYNID_HOME": str(local_home)})
     assert local.returncode == 0, local.stderr
-    remote = synid("demo", "--identities", "3", "--live", "1", env={**env, "SYNID_HOME": f"s3://{bucket}/ds"})
+    home = {**two_batches, "SYNID_HOME": f"s3://{bucket}/ds"}
+    remote = synid("demo", "--identities", "2", "--live", "1", env={**env, **home})
     assert remote.returncode == 0, remote.stderr
     assert f"manifest   s3://{bucket}/ds/manifest.duckdb" in remote.stdout
     assert SECRET not in remote.stdout + remote.stderr
+    (tmp_path / "machine-b").mkdir()
+    (tmp_path / "machine-b" / "dagster.yaml").write_bytes((REPO / "dagster.yaml").read_bytes())
+    machine_b = {**env, **home, "SYNID_CACHE": str(tmp_path / "machine-b" / "cache"),
+                 "DAGSTER_HOME": str(tmp_path / "machine-b")}
+    second = subprocess.run(
+        [sys.executable, "-c", SECOND_BATCH_ONLY], capture_output=True, text=True, timeout=600, cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SYNID_"))}, **machine_b},
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert not list((tmp_path / "machine-b" / "cache").rglob("batch-00000/live/*.png"))  # B pulled A's records only
 
     stored = bucket_objects(server.endpoint, bucket, "ds")
     # Every batch file is in the bucket with the bytes the local run made, and nothing half-written is.
