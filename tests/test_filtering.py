@@ -74,3 +74,31 @@ def test_incremental_batches_equal_one_pass(tmp_path) -> None:
 
 def test_empty_batch() -> None:
     assert strict_filter([], np.zeros((0, 8)), 0.5) == []
+
+
+def test_batch_filters_decide_pairs_at_the_threshold_in_float64() -> None:
+    """Pairs scored within rounding of the threshold: float32 products cannot tell them apart; the batch filters
+    re-score them in float64 (exact.similarity_block), as the scale filter does, so both keep the same rows."""
+    from synid_assets.core.filtering import scale as fs
+    from synid_assets.core.filtering.incremental import incremental_fmr_filter
+    from synid_assets.core.filtering.similarity import unit_rows
+
+    rng = np.random.default_rng(0)
+    x = unit_rows(rng.normal(size=(80, 256)))
+    threshold = 0.8
+    for i in range(0, 80, 2):  # row i+1 at cosine threshold +- 3e-8 to row i
+        offset = unit_rows((x[i + 1] - (x[i + 1] @ x[i]) * x[i])[None])[0]
+        cos = threshold + (3e-8 if i % 4 == 0 else -3e-8)
+        x[i + 1] = cos * x[i] + np.sqrt(1 - cos**2) * offset
+    seen = unit_rows(x)  # the rows the filters see (each normalizes its input)
+    sims64 = seen.astype(np.float64) @ seen.T.astype(np.float64)
+    truth = np.argwhere(np.triu(sims64 > threshold, 1))
+    float32_flips = int((np.triu(seen @ seen.T > threshold, 1) != np.triu(sims64 > threshold, 1)).sum())
+    assert 5 <= len(truth) <= 35 and float32_flips > 0  # float32 alone would decide some pairs wrongly
+    ids = [f"id{i}" for i in range(len(x))]
+    strict = [d.accepted for d in strict_filter(ids, x, threshold)]
+    assert strict == fs.strict_keep(len(x), truth).tolist() == fs.dense_strict_keep(x, threshold).tolist()
+    decisions, edges = incremental_fmr_filter(ids, x, threshold, 1e-3, [[] for _ in ids], 0, 0)
+    kept = fs.fmr_keep(len(x), truth, 1e-3)
+    assert [d.accepted for d in decisions] == kept.tolist()
+    assert edges == int((kept[truth[:, 0]] & kept[truth[:, 1]]).sum())

@@ -36,6 +36,15 @@ def rescore(x: np.ndarray, pairs: np.ndarray, step: int = 65_536) -> np.ndarray:
     return out
 
 
+def similarity_block(x: np.ndarray, threshold: float) -> np.ndarray:
+    """x @ x.T of unit float32 rows as float64, with every entry within the float32 rounding margin of
+    `threshold` re-scored in float64 (`rescore`): the dense block decides each pair as every search does."""
+    sims = (x @ x.T).astype(np.float64)
+    near = np.argwhere(np.abs(sims - threshold) <= MARGINS["float32"])
+    sims[near[:, 0], near[:, 1]] = rescore(x, near)
+    return sims
+
+
 def cuda_available() -> bool:
     """Whether torch sees a CUDA device (False where torch is the CPU build)."""
     import torch

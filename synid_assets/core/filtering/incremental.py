@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synid_assets.core.filtering.exact import similarity_block
 from synid_assets.core.filtering.rules import CandidatePairs, fmr_rule, strict_rule
 from synid_assets.core.filtering.similarity import unit_rows
 
@@ -44,11 +45,12 @@ def strict_filter(
     if unit.shape[0] != len(identity_ids):
         raise ValueError(f"{len(identity_ids)} ids but {unit.shape[0]} vectors")
     prior = prior_search(unit) if prior_search is not None else [(None, None)] * len(identity_ids)
-    within = unit @ unit.T  # batches are small (tens to thousands): the dense block is cheap
+    # batches are small (tens to thousands): the dense block is cheap; pairs within float32 rounding of the
+    # threshold are re-scored in float64, so a batch decides each pair exactly as the scale filter does
+    within = similarity_block(unit, threshold)
     # the nearest earlier acceptance above the threshold is enough: strict mode drops on any one match
     prior_matches = np.array([sim is not None and sim > threshold for _, sim in prior], dtype=np.int64)
-    # compared in float64, as the reported (python float) similarities are
-    accepted = strict_rule(CandidatePairs.from_similarities(within.astype(np.float64), threshold, prior_matches))
+    accepted = strict_rule(CandidatePairs.from_similarities(within, threshold, prior_matches))
     decisions: list[FilterDecision] = []
     for row, identity in enumerate(identity_ids):
         nearest_id, nearest_sim = prior[row]
@@ -84,7 +86,7 @@ def incremental_fmr_filter(
     if n == 0:
         return [], prior_edges
     unit = unit_rows(vectors)
-    sims = unit @ unit.T
+    sims = similarity_block(unit, threshold)
     prior_matches = np.array([sum(sim > threshold for _, sim in p) for p in prior_neighbours], dtype=np.int64)
     candidates = CandidatePairs.from_similarities(sims, threshold, prior_matches, prior_accepted, prior_edges)
     active = fmr_rule(candidates, target_fmr)

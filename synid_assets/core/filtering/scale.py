@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from synid_assets.core.dataset.layout import atomic_write_bytes
-from synid_assets.core.filtering.exact import MARGINS, query_pairs, rescore
+from synid_assets.core.filtering.exact import query_pairs, similarity_block
 from synid_assets.core.filtering.pair_search import AUTO_EXACT_MAX_ROWS, above_threshold_pairs
 from synid_assets.core.filtering.rules import CandidatePairs, fmr_rule, strict_rule
 from synid_assets.core.filtering.similarity import dataset_fmr, unit_rows
@@ -65,11 +65,7 @@ def _dense_adjacency(vectors: np.ndarray, threshold: float) -> np.ndarray:
     x = unit_rows(vectors, check=True)
     if x.shape[0] > DENSE_MAX_ROWS:
         raise ValueError(f"dense filtering holds n x n matrices; {x.shape[0]} rows > {DENSE_MAX_ROWS}")
-    sims = x @ x.T
-    adj = sims > threshold
-    # the float64 similarity decides pairs the float32 product leaves within its rounding margin (exact.py)
-    near = np.argwhere(np.abs(sims - threshold) <= MARGINS["float32"])
-    adj[near[:, 0], near[:, 1]] = rescore(x, near) > threshold
+    adj = similarity_block(x, threshold) > threshold
     np.fill_diagonal(adj, False)
     return adj
 
