@@ -66,6 +66,9 @@ _VEC2FACE_PLUS_LICENSE = ("no licence stated (github.com/HaiyuWu/Vec2Face_plus h
 _VEC2FACE_PLUS_FILES = ("vec2face_plus/main_model.pth", "vec2face_plus/pose_model.pth")
 _VEC2FACE_ESTIMATORS = ("weights/arcface-r100-glint360k.pth", "weights/magface-r100-glint360k.pth",
                         "weights/6DRepNet_300W_LP_AFLW2000.pth")
+_UIFACE_FILES = ("checkpoints/uiface.ckpt", "autoencoder/first_stage_decoder_state_dict.pt")
+_UIFACE_LICENSE = ("UIFace: Apache-2.0 (github.com/Tencent/TFace License.txt; the weights state no other terms); "
+                   "trained on CASIA-WebFace (research use)")
 
 # What `synid models check|download` lists for each shipped profile, captured before backends declared their own
 # models: the declarations must give the same roles, ids, revisions, file patterns, licences and order.
@@ -111,6 +114,15 @@ SHIPPED_PROFILE_MODELS: dict[str, list[ModelRef]] = {
                  None, "see the model's source"),
         ModelRef("face_analyzer.checkpoint",
                  str(Path("~/models/idiff-face/Elastic_R100_295672backbone.pth").expanduser()), None, None,
+                 "see the model's source"),
+    ],
+    "uiface-80gb": [
+        ModelRef("document_generator", "~/models/uiface", None, _UIFACE_FILES, _UIFACE_LICENSE),
+        ModelRef("live_generator[0]", "~/models/uiface", None, _UIFACE_FILES, _UIFACE_LICENSE),
+        ModelRef("face_analyzer.detector_model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None,
+                 None, "see the model's source"),
+        ModelRef("face_analyzer.checkpoint",
+                 str(Path("~/models/uiface/Elastic_R100_295672backbone.pth").expanduser()), None, None,
                  "see the model's source"),
     ],
     "flux-live-80gb": [
@@ -183,3 +195,23 @@ def test_cli_check_and_download_never_show_the_token(tmp_path: Path) -> None:
     for output in (checked.stdout, checked.stderr, downloaded.stdout, downloaded.stderr):
         assert secret not in output
     assert synid("models", "check", "local", env=env).returncode == 0
+
+
+def test_local_models_name_the_files_they_lack(tmp_path: Path) -> None:
+    """Drive-only weights (UIFace) are fetched by hand: check and download say which listed file is missing."""
+    from synid_assets.core.config.models import download_models
+
+    profile: dict[str, Any] = load_profile("uiface-80gb")
+    root = tmp_path / "uiface"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "checkpoints" / "uiface.ckpt").write_bytes(b"weights")
+    profile["document_generator"]["model_id"] = str(root)
+    ref = profile_models(profile)[0]
+    [(_, present, where)] = check_models([ref])
+    assert not present and "autoencoder/first_stage_decoder_state_dict.pt" in where and "uiface.ckpt" not in where
+    [(_, told)] = download_models([ref])
+    assert "MISSING" in told and "first_stage_decoder_state_dict.pt" in told
+    (root / "autoencoder").mkdir()
+    (root / "autoencoder" / "first_stage_decoder_state_dict.pt").write_bytes(b"decoder")
+    assert check_models([ref]) == [(ref, True, str(root))]
+    assert download_models([ref]) == [(ref, str(root))]

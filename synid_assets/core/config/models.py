@@ -24,6 +24,8 @@ KNOWN_LICENSES: dict[str, str] = {
     "BooBooWu/Vec2Face_plus": "no licence stated (github.com/HaiyuWu/Vec2Face_plus has no LICENSE; see the model "
     "card); trained on a WebFace4M subset (research-only terms)",
     "fdbtrs/IDiff-Face": "CC BY-NC-SA 4.0 (non-commercial; github.com/fdbtrs/IDiff-Face LICENSE)",
+    "Tencent/TFace": "UIFace: Apache-2.0 (github.com/Tencent/TFace License.txt; the weights state no other terms); "
+                     "trained on CASIA-WebFace (research use)",
     "stable-diffusion-v1-5/stable-diffusion-v1-5": "CreativeML OpenRAIL-M",
     "latent-consistency/lcm-lora-sdv1-5": "see model card",
 }
@@ -71,6 +73,14 @@ def profile_models(profile: dict[str, Any]) -> list[ModelRef]:
     return refs
 
 
+def missing_local_files(ref: ModelRef) -> list[str]:
+    """The files a local model directory must hold (its `allow_patterns`, globs allowed) that it does not."""
+    root = Path(ref.repo_id).expanduser()
+    if not ref.is_local or not ref.allow_patterns:
+        return []
+    return [pattern for pattern in ref.allow_patterns if not (root.is_dir() and any(root.glob(pattern)))]
+
+
 def _token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
@@ -85,6 +95,10 @@ def check_models(refs: list[ModelRef], cache_dir: str | None = None) -> list[tup
         if ref.is_local:
             path = Path(ref.repo_id).expanduser()
             ok = path.is_file() or (path.is_dir() and any(path.iterdir()))
+            missing = missing_local_files(ref)
+            if ok and missing:
+                results.append((ref, False, f"{path} lacks {', '.join(missing)} (fetch by hand: see the profile)"))
+                continue
             results.append((ref, ok, str(path) if ok else f"local path {path} is missing or empty"))
             continue
         try:
@@ -107,8 +121,10 @@ def download_models(refs: list[ModelRef], cache_dir: str | None = None) -> list[
 
     done = []
     for ref in refs:
-        if ref.is_local:
-            done.append((ref, str(Path(ref.repo_id).expanduser())))
+        if ref.is_local:  # local models (e.g. Google-Drive-only weights) are fetched by hand: say what is missing
+            missing = missing_local_files(ref)
+            where = str(Path(ref.repo_id).expanduser())
+            done.append((ref, f"{where} (MISSING, fetch by hand: {', '.join(missing)})" if missing else where))
             continue
         path = snapshot_download(
             ref.repo_id,

@@ -27,6 +27,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "vec2face": "synid_assets.core.generation.vec2face:Vec2FaceDocumentGenerator",  # renders identity vectors
         "vec2face_plus": "synid_assets.core.generation.vec2face_plus:Vec2FacePlusDocumentGenerator",  # + AttrOP
         "idiff_face": "synid_assets.core.generation.idiff_face:IDiffFaceDocumentGenerator",  # CC BY-NC-SA 4.0
+        "uiface": "synid_assets.core.generation.uiface:UIFaceDocumentGenerator",  # renders identity vectors
     },
     "live_generator": {
         "procedural": "synid_assets.core.generation.procedural:ProceduralLiveGenerator",
@@ -35,6 +36,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "vec2face": "synid_assets.core.generation.vec2face:Vec2FaceLiveGenerator",
         "vec2face_plus": "synid_assets.core.generation.vec2face_plus:Vec2FacePlusLiveGenerator",  # pose + AttrOP
         "idiff_face": "synid_assets.core.generation.idiff_face:IDiffFaceLiveGenerator",
+        "uiface": "synid_assets.core.generation.uiface:UIFaceLiveGenerator",
     },
     "face_analyzer": {
         "dlib": "synid_assets.core.analysis.dlib_analyzer:DlibFaceAnalyzer",

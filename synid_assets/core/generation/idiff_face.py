@@ -45,27 +45,29 @@ LICENSE = license_of(REPOSITORY)
 _MODEL_FIELDS = ("model_id", "checkpoint_file", "decoder_file", "scheduler", "steps", "dtype")
 
 
-def _read_state(path: Path, what: str) -> dict:
+def read_state(path: Path, what: str, model: str = "IDiff-Face") -> dict:
+    """A checkpoint's state dict (weights only); a missing or unreadable file is named in one line."""
     import torch
 
     if not path.is_file():
-        raise ModelLoadError(f"IDiff-Face {what} {str(path)!r} does not exist")
+        raise ModelLoadError(f"{model} {what} {str(path)!r} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         reason = f"{type(error).__name__}: {error}".splitlines()[0]
-        raise ModelLoadError(f"IDiff-Face {what} {str(path)!r} could not be read: {reason}") from error
+        raise ModelLoadError(f"{model} {what} {str(path)!r} could not be read: {reason}") from error
     if not isinstance(state, dict):
-        raise ModelLoadError(f"IDiff-Face {what} {str(path)!r} holds no state dict")
+        raise ModelLoadError(f"{model} {what} {str(path)!r} holds no state dict")
     return state
 
 
-def _strict_load(model: torch.nn.Module, state: dict, path: Path, what: str) -> None:
+def strict_load(module: torch.nn.Module, state: dict, path: Path, what: str, model: str = "IDiff-Face") -> None:
+    """Load with strict key and shape checking; a mismatch is one line naming the file."""
     try:
-        model.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as error:
         detail = " ".join(str(error).split())[:300]
-        raise ModelLoadError(f"IDiff-Face {what} {str(path)!r} does not match the released layout: {detail}") from error
+        raise ModelLoadError(f"{model} {what} {str(path)!r} does not match the released layout: {detail}") from error
 
 
 def load_idiff_face_unet(path: str | Path) -> torch.nn.Module:
@@ -73,7 +75,7 @@ def load_idiff_face_unet(path: str | Path) -> torch.nn.Module:
     from synid_assets.core.generation.idiff_face_model import ConditionalUNet, unet_config_from_state_dict
 
     path = Path(path).expanduser()
-    state = _read_state(path, "checkpoint")
+    state = read_state(path, "checkpoint")
     unet_state = {k[len("eps_model."):]: v for k, v in state.items() if k.startswith("eps_model.")}
     if "image_proj.weight" not in unet_state or "context_emb.weight" not in unet_state:
         raise ModelLoadError(f"IDiff-Face checkpoint {str(path)!r} holds no conditional UNet (keys 'eps_model.*')")
@@ -87,25 +89,25 @@ def load_idiff_face_unet(path: str | Path) -> torch.nn.Module:
     except (KeyError, ValueError, ZeroDivisionError, IndexError) as error:
         raise ModelLoadError(f"IDiff-Face checkpoint {str(path)!r} does not match the released layout: "
                              f"{type(error).__name__}: {error}") from error
-    _strict_load(model, unet_state, path, "checkpoint")
+    strict_load(model, unet_state, path, "checkpoint")
     return model.eval()
 
 
-def load_idiff_face_decoder(path: str | Path) -> torch.nn.Module:
+def load_idiff_face_decoder(path: str | Path, model: str = "IDiff-Face") -> torch.nn.Module:
     """The VQ decoder of `first_stage_decoder_state_dict.pt` (quantize, post_quant_conv, decoder)."""
     from synid_assets.core.generation.idiff_face_model import VQDecoderInterface, decoder_config_from_state_dict
 
     path = Path(path).expanduser()
-    state = _read_state(path, "decoder")
+    state = read_state(path, "decoder", model)
     if "quantize.embedding.weight" not in state or "decoder.conv_out.weight" not in state:
-        raise ModelLoadError(f"IDiff-Face decoder {str(path)!r} holds no VQ decoder (keys 'decoder.*', 'quantize.*')")
+        raise ModelLoadError(f"{model} decoder {str(path)!r} holds no VQ decoder (keys 'decoder.*', 'quantize.*')")
     try:
-        model = VQDecoderInterface(decoder_config_from_state_dict(state))
+        decoder = VQDecoderInterface(decoder_config_from_state_dict(state))
     except (KeyError, ValueError, ZeroDivisionError, IndexError) as error:
-        raise ModelLoadError(f"IDiff-Face decoder {str(path)!r} does not match the released layout: "
+        raise ModelLoadError(f"{model} decoder {str(path)!r} does not match the released layout: "
                              f"{type(error).__name__}: {error}") from error
-    _strict_load(model, state, path, "decoder")
-    return model.eval()
+    strict_load(decoder, state, path, "decoder", model)
+    return decoder.eval()
 
 
 def make_scheduler(name: str, steps: int):
@@ -126,7 +128,9 @@ class IDiffFaceLiveGenerator:
     """Live images with IDiff-Face: new noise samples of the identity's ElasticFace vector (each from its seed)."""
 
     name = "idiff_face"
+    display_name = "IDiff-Face"
     version = "1"
+    model_fields = _MODEL_FIELDS  # what regenerate() must match and from_params() copies
     vector_space = VECTOR_SPACE  # on the embeddings route live requests carry the identity's sampled vector
     requirements = BackendRequirements(device="any")
 
@@ -202,7 +206,7 @@ class IDiffFaceLiveGenerator:
         norm = 0.0 if size != VECTOR_DIM else float(np.linalg.norm(np.asarray(vector, dtype=np.float64)))
         if size != VECTOR_DIM or not math.isfinite(norm) or norm == 0.0:
             got = "no vector" if vector is None else f"a {size}-d vector of norm {norm:g}"
-            raise ValueError(f"identity {request.identity.identity_id}: IDiff-Face needs a finite non-zero "
+            raise ValueError(f"identity {request.identity.identity_id}: {self.display_name} needs a finite non-zero "
                              f"{VECTOR_DIM}-d vector in {VECTOR_SPACE} (got {got})")
         return [float(x) / norm for x in vector], source  # upstream's contexts are unit ElasticFace features
 
@@ -280,7 +284,7 @@ class IDiffFaceLiveGenerator:
         """Re-make one image from its recorded params (vector, seed); the model fields must match."""
         if params.get("generator", self.name) != self.name:
             raise ValueError(f"params were made by generator {params.get('generator')!r}, not {self.name!r}")
-        mismatched = [f for f in _MODEL_FIELDS if f in params and params[f] != getattr(self, f)]
+        mismatched = [f for f in self.model_fields if f in params and params[f] != getattr(self, f)]
         if mismatched:
             detail = ", ".join(f"{f}: recorded {params.get(f)!r}" for f in mismatched)
             raise ValueError(f"params do not match this generator ({detail}); use from_params(params)")
@@ -292,7 +296,7 @@ class IDiffFaceLiveGenerator:
     @classmethod
     def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> IDiffFaceLiveGenerator:
         """A generator configured like the one that made params (execution options from overrides)."""
-        kwargs: dict[str, Any] = {f: params[f] for f in _MODEL_FIELDS if f in params}
+        kwargs: dict[str, Any] = {f: params[f] for f in cls.model_fields if f in params}
         kwargs.update(overrides)
         return cls(**kwargs)
 

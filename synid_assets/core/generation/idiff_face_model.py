@@ -12,6 +12,7 @@ torch is imported with this module: import it only from loading code.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -105,6 +106,9 @@ class MultiHeadAttention(nn.Module):
         self.to_k = nn.Conv1d(key_value_channels, inner, 1)
         self.to_v = nn.Conv1d(key_value_channels, inner, 1)
         self.proj_out = nn.Conv1d(inner, in_channels, 1)
+        # diffusers-style hook: processor(module, logits) -> logits, called on the pre-softmax attention logits
+        # [batch * heads, queries, keys] (UIFace records and injects them); None leaves the block as upstream's.
+        self.processor: Callable[[MultiHeadAttention, torch.Tensor], torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         c = x if c is None else c
@@ -114,6 +118,8 @@ class MultiHeadAttention(nn.Module):
         q, k, v = (z.reshape(b * heads, width // heads, z.shape[-1]) for z in (q, k, v))
         scale = 1 / math.sqrt(math.sqrt(width // heads))
         weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
+        if self.processor is not None:
+            weight = self.processor(self, weight)
         weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
         a = torch.einsum("bts,bcs->bct", weight, v).reshape(b, width, lq)
         return self.proj_out(a)
@@ -225,9 +231,12 @@ class ConditionalUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Predicted noise for latents x at timesteps t; context is the raw 512-d identity vector (no dropout)."""
+        return self.denoise(x, t, self.context_emb(context))
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Predicted noise given the projected context c [batch, context_channels] (UIFace swaps in its empty one)."""
         t = self.time_emb(t)
         x = self.image_proj(x)
-        c = self.context_emb(context)
         skips = [x]
         for block in self.down:
             x = block(x, t, c)
