@@ -17,14 +17,15 @@ EAGER = dg.AutomationCondition.eager()
 def clear_errors() -> Iterator[None]:
     """Turn the domain's input errors into a Dagster failure with the message alone (no traceback noise)."""
     from synid_assets.core.analysis.images import ImageReadError
+    from synid_assets.core.dataset.layout import DiskFullError
     from synid_assets.core.dataset.manifest import ManifestError
     from synid_assets.core.errors import BackendError
     from synid_assets.core.spec.model import AttributeSpecError
 
     try:
         yield
-    except (AttributeSpecError, MissingStepError, BackendError, ImageReadError, ManifestError) as exc:
-        # Bad input does not heal by retrying: fail once, with the message alone.
+    except (AttributeSpecError, MissingStepError, BackendError, ImageReadError, ManifestError, DiskFullError) as exc:
+        # Bad input (or a full disk) does not heal by retrying: fail once, with the message alone.
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
