@@ -14,6 +14,7 @@ threshold where about S of the rows have a neighbour above it (issue 13 asks for
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -42,6 +43,45 @@ def sampled_truth(x: np.ndarray, rows: np.ndarray, threshold: float) -> np.ndarr
     return pair_keys(query_pairs(x, rows, threshold), x.shape[0])
 
 
+def faiss_pairs(x: np.ndarray, threshold: float, method: str, n_probe: int | None, n_cells: int | None) -> tuple:
+    """The candidates issue 13 asks to compare: faiss-ivf (IndexIVFFlat, spherical k-means on the unit rows,
+    range search with n_probe probes) or faiss-hnsw (IndexHNSWFlat, 32 links, efConstruction 40, efSearch 128,
+    range search); every candidate re-scored in float64 like SynID's own searches."""
+    import faiss
+
+    from synid_assets.core.filtering.exact import rescore
+    from synid_assets.core.filtering.rules import unique_pairs
+
+    n, dim = x.shape
+    t = time.perf_counter()
+    if method == "faiss-ivf":
+        cells = n_cells or int(1.5 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
+        index.cp.spherical = True
+        index.train(x[np.random.default_rng(0).choice(n, size=min(n, cells * 40), replace=False)])
+        index.add(x)
+        index.nprobe = n_probe or 16
+    elif method == "faiss-hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 40
+        index.add(x)
+        index.hnsw.efSearch = 128
+    else:
+        raise SystemExit(f"unknown method {method}")
+    build_s = time.perf_counter() - t
+    found = []
+    for s in range(0, n, 20_000):
+        lims, _, ids = index.range_search(x[s : s + 20_000], threshold - 1e-3)
+        rows = np.repeat(np.arange(s, min(n, s + 20_000)), np.diff(lims).astype(np.int64))
+        found.append(np.stack([rows, ids.astype(np.int64)], axis=1))
+    cand = np.concatenate(found)
+    cand = unique_pairs(cand[:, 0], cand[:, 1], n)
+    sims = rescore(x, cand)
+    above = sims > threshold
+    stats = {"method": method, "build_s": build_s, "candidates": 0, "seconds": time.perf_counter() - t}
+    return cand[above], sims[above], stats
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=15_000)
@@ -56,7 +96,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spectrum", default="iso", help="shape preset: iso, k0.5, k1, k1.5 (or an exponent)")
     ap.add_argument("--share", type=float, default=None, help="threshold where this share of rows has a neighbour")
-    ap.add_argument("--method", default="auto", help="search for the filter runs: auto, exact or index")
+    ap.add_argument(
+        "--method", default="auto", help="search: auto, exact, index; or faiss-ivf / faiss-hnsw to compare"
+    )
     ap.add_argument("--full-exact-max", type=int, default=100_000, help="score recall against a full exact search")
     ap.add_argument("--recall-queries", type=int, default=2000, help="sampled query rows when not full exact")
     ap.add_argument("--baseline-max", type=int, default=20_000, help="run the dense FLUXSynID baseline up to n")
@@ -75,6 +117,7 @@ def main() -> None:
         if v is not None
     }
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
     t = time.perf_counter()
     x, members = face_like_vectors(n, args.dim, args.spectrum, args.seed)
@@ -85,13 +128,17 @@ def main() -> None:
     print(f"generate: {time.perf_counter() - t:.1f}s  planted group members={len(members)}  rss={rss_gb():.2f} GB")
 
     # the search, once: both modes decide from its pairs (filter_vectors(..., precomputed=...))
-    t = time.perf_counter()
-    found = fs.above_threshold_pairs(x, thr, method=args.method, **(opts if args.method == "index" else {}))
+    t, cpu_search = time.perf_counter(), time.process_time()
+    if args.method.startswith("faiss"):
+        found = faiss_pairs(x, thr, args.method, args.n_probe, args.n_cells)
+    else:
+        found = fs.above_threshold_pairs(x, thr, method=args.method, **(opts if args.method == "index" else {}))
     pairs, sims, stats = found
     method = stats["method"]
     t_pairs = time.perf_counter() - t
     print(
-        f"pairs[{method}]: {t_pairs:.1f}s  edges={len(pairs)}  similarities scored={stats['candidates']:.3e} "
+        f"pairs[{method}]: {t_pairs:.1f}s (cpu {time.process_time() - cpu_search:.1f}s, load "
+        f"{os.getloadavg()[0]:.2f})  edges={len(pairs)}  similarities scored={stats['candidates']:.3e} "
         f"({stats['candidates'] / (n * (n - 1) / 2):.4%} of n(n-1)/2; exact scores whole blocks)  rss={rss_gb():.2f} GB"
     )
     print(
@@ -172,7 +219,8 @@ def main() -> None:
 
     print(
         f"total: wall={time.perf_counter() - wall0:.1f}s cpu={time.process_time() - cpu0:.1f}s  "
-        f"peak rss (ru_maxrss)={rss_gb():.2f} GB"
+        f"peak rss (ru_maxrss)={rss_gb():.2f} GB  load average at end: "
+        + " ".join(f"{v:.2f}" for v in os.getloadavg())
     )
 
 
