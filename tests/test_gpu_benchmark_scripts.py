@@ -45,3 +45,14 @@ def test_live_benchmark_times_both_schedulers_and_the_frs() -> None:
     out = run_tiny("gpu_live.py")
     assert "DPMSolverMultistepScheduler" in out and "LCMScheduler" in out
     assert "images/s" in out and "IR-101" in out
+
+
+def test_seed_generators_benchmark_times_all_four_and_counts_unet_flops() -> None:
+    out = run_tiny("gpu_seeds.py", "--batches", "2")
+    table = out[out.rindex("generator ") :].splitlines()[2:]
+    rows = {r.split()[0]: r.split() for r in table if r.strip()}
+    assert set(rows) == {"vec2face", "vec2face_plus", "idiff_face", "uiface"}
+    assert all(r[1] == "2" and float(r[2]) > 0 for r in rows.values())  # batch 2 timed, images/s measured
+    for name in ("idiff_face", "uiface"):  # FLOPs counted: achieved TFLOP/s of generate() and of the bare UNet
+        assert float(rows[name][4]) > 0 and float(rows[name][6]) > 0
+    assert "10.0 UNet passes/image" in " ".join(rows["uiface"])  # 6 steps: 2 stage-1 (1 pass each) + 4 x 2

@@ -141,9 +141,8 @@ def sample_two_stage(unet, scheduler, latents: torch.Tensor, context: torch.Tens
             for t in scheduler.timesteps:
                 t_int = int(t)
                 stage_two = t_int < stage_two_below
-                for b in range(batch):  # record which step first uses each sample's identity
-                    if identity_from[b] < 0 and (stage_two or bool(switched[b])):
-                        identity_from[b] = t_int
+                first = (identity_from < 0) & (switched.cpu() | stage_two)  # one device sync per step
+                identity_from[first] = t_int  # the first step that uses each sample's identity
                 steps = torch.full((batch,), t_int, device=device, dtype=torch.long)
                 state.start_pass()
                 uncond = unet(x.to(dtype), steps, None)
