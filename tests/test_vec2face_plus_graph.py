@@ -79,3 +79,7 @@ def test_vec2face_plus_renders_the_sampled_vectors_with_pose_targets_and_capped_
         assert params["target_yaw"] == expected_yaw and params["pose_control"] is (kind == "live")
         # AttrOP ran and stopped at its cap; the failure is on the record, the image is kept
         assert params["attrop"]["tries"] == 2 and params["generation_status"] == "attrop_failed"
+    # ...and the live images that missed their targets do not count for their identity
+    with duckdb.connect(str(layout.manifest_path), read_only=True) as con:
+        statuses = {r[0] for r in con.execute("SELECT live_status FROM images WHERE kind = 'live'").fetchall()}
+    assert statuses == {"generation_failed"}

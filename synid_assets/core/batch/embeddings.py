@@ -108,6 +108,16 @@ def _store_rows(
     ]
 
 
+def _generation_failed(layout: DatasetLayout, batch_id: str, images: Table) -> set[str]:
+    """Images whose generator kept them but recorded `generation_status: attrop_failed` in their params."""
+    frame = read_table(layout, batch_id, images, "live embeddings", ("image_id", "params"))
+    return {
+        row["image_id"]
+        for row in frame.iter_rows(named=True)
+        if json.loads(row["params"] or "{}").get("generation_status") == "attrop_failed"
+    }
+
+
 def embed_documents(
     layout: DatasetLayout, batch_id: str, analyzer: FaceAnalyzer, store: EmbeddingStore
 ) -> dict[str, Any]:
@@ -131,11 +141,14 @@ def embed_live(
     """Embed each live image, record its cosine similarity to its own document face and its status.
 
     A live image is 'ok' when its face is found and its similarity exceeds the threshold, else 'no_face' or
-    'below_threshold' ('corrupted' when its bytes no longer match their recorded sha256: it is not analysed);
+    'below_threshold' ('generation_failed' when its generator recorded that it missed its targets, e.g.
+    Vec2Face+'s AttrOP after its last try; 'corrupted' when its bytes no longer match their recorded sha256:
+    it is not analysed);
     only 'ok' images count for the identity, and an accepted identity with fewer than `min_good_live` of them
     is recorded as incomplete.
     """
     rows, vectors, corrupted = _analyze(layout, batch_id, "live", analyzer, LIVE)
+    failed = _generation_failed(layout, batch_id, LIVE)
     documents = store.vectors(DOCUMENT_TABLE, batch_id=batch_id, model_id=analyzer.model_id)
     doc_vectors = dict(zip(documents["identity_id"], documents["vector"], strict=True))
     for row in rows:
@@ -148,6 +161,7 @@ def embed_live(
         similarity = row["similarity_to_document"]
         row["live_status"] = (
             "corrupted" if is_corrupted_error(row["error"])
+            else "generation_failed" if row["image_id"] in failed
             else "no_face" if not row["face_detected"]
             else "ok" if similarity is not None and similarity > threshold
             else "below_threshold"

@@ -103,7 +103,8 @@ _FACE_COLUMNS = (
     Column("bbox", "String", "JSON: left, top, right, bottom of the chosen (largest) face (NULL when none)"),
     Column("landmarks", "String", "JSON: its 5 landmark points (x, y) (NULL when none)"),
     Column("aligned_path", "String", "aligned face crop, relative to SYNID_HOME (NULL when no face)"),
-    Column("error", "String", "why analysis failed, when it did"),
+    Column("error", "String", "why analysis failed, when it did ('corrupted: ...' when the image's bytes no "
+           "longer match their recorded sha256)"),
 )
 
 IDENTITIES = Table(
@@ -155,7 +156,8 @@ LIVE_FACES = Table(
     (
         *_FACE_COLUMNS,
         Column("similarity_to_document", "Float64", "cosine similarity to the identity's document face"),
-        Column("live_status", "String", "'ok', 'no_face' or 'below_threshold' (similarity to the document)"),
+        Column("live_status", "String", "'ok', 'no_face', 'below_threshold' (similarity to the document), "
+               "'generation_failed' (the generator missed its targets) or 'corrupted' (bytes changed on disk)"),
         Column("threshold", "Float64", "threshold the status was decided with"),
     ),
 )
@@ -291,7 +293,8 @@ MANIFEST_IMAGES = ManifestTable(
         copied(LIVE_FACES, "aligned_path"),
         copied(LIVE_FACES, "error", name="analysis_error"),
         copied(LIVE_FACES, "live_status",
-               doc="live images: 'ok', 'no_face' or 'below_threshold' (similarity to the document)"),
+               doc="live images: 'ok', 'no_face', 'below_threshold' (similarity to the document), "
+                   "'generation_failed' or 'corrupted'"),
     ),
 )
 
