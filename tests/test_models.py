@@ -66,6 +66,7 @@ _VEC2FACE_PLUS_LICENSE = ("no licence stated (github.com/HaiyuWu/Vec2Face_plus h
 _VEC2FACE_PLUS_FILES = ("vec2face_plus/main_model.pth", "vec2face_plus/pose_model.pth")
 _VEC2FACE_ESTIMATORS = ("weights/arcface-r100-glint360k.pth", "weights/magface-r100-glint360k.pth",
                         "weights/6DRepNet_300W_LP_AFLW2000.pth")
+_IDIFF_FACE_FILES = ("checkpoints/ema_averaged_model.ckpt", "autoencoder/first_stage_decoder_state_dict.pt")
 _UIFACE_FILES = ("checkpoints/uiface.ckpt", "autoencoder/first_stage_decoder_state_dict.pt")
 _UIFACE_LICENSE = ("UIFace: Apache-2.0 (github.com/Tencent/TFace License.txt; the weights state no other terms); "
                    "trained on CASIA-WebFace (research use)")
@@ -106,9 +107,9 @@ SHIPPED_PROFILE_MODELS: dict[str, list[ModelRef]] = {
                  _VEC2FACE_LICENSE),
     ],
     "idiff-face-80gb": [
-        ModelRef("document_generator", "~/models/idiff-face", None, None,
+        ModelRef("document_generator", "~/models/idiff-face", None, _IDIFF_FACE_FILES,
                  "CC BY-NC-SA 4.0 (non-commercial; github.com/fdbtrs/IDiff-Face LICENSE)"),
-        ModelRef("live_generator[0]", "~/models/idiff-face", None, None,
+        ModelRef("live_generator[0]", "~/models/idiff-face", None, _IDIFF_FACE_FILES,
                  "CC BY-NC-SA 4.0 (non-commercial; github.com/fdbtrs/IDiff-Face LICENSE)"),
         ModelRef("face_analyzer.detector_model_dir", str(Path("~/.insightface/models/antelopev2").expanduser()), None,
                  None, "see the model's source"),

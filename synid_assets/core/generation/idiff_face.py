@@ -137,7 +137,8 @@ class IDiffFaceLiveGenerator:
     @classmethod
     def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
         """The trained-model directory (Google Drive only: fetched by hand), under IDiff-Face's licence."""
-        return [ModelNeed(str(options["model_id"]), None, None, LICENSE)]  # a local dir, as the profile writes it
+        files = (str(options.get("checkpoint_file", CHECKPOINT_FILE)), str(options.get("decoder_file", DECODER_FILE)))
+        return [ModelNeed(str(options["model_id"]), None, files, LICENSE)]  # a local dir, as the profile writes it
 
     def __init__(
         self,

@@ -99,7 +99,7 @@ class UIFaceLiveGenerator(IDiffFaceLiveGenerator):
     @classmethod
     def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
         """The local model directory and the two files it must hold (Google Drive only: fetched by hand)."""
-        files = (str(options["checkpoint_file"]), str(options["decoder_file"]))
+        files = (str(options.get("checkpoint_file", CHECKPOINT_FILE)), str(options.get("decoder_file", DECODER_FILE)))
         return [ModelNeed(str(options["model_id"]), None, files, LICENSE)]
 
     def __init__(
