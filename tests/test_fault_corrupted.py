@@ -169,6 +169,10 @@ def test_swapped_faults_are_regenerated_on_the_next_run(batch: dict) -> None:
                                                              _metadata(rerun, "live_images").items()}}
     assert generated["dagster/row_count"] - generated["reused_from_earlier_run"] == 1
     assert generated["live_dagster/row_count"] - generated["live_reused_from_earlier_run"] == 1
+    # ...and the run says so in each step's metadata, naming the file and whether its bytes were restored
+    assert generated["regenerated_corrupted"] == 1 and generated["live_regenerated_corrupted"] == 1
+    assert [e["restored"] for e in generated["regenerated_corrupted_files"]] == [True]
+    assert str(doc).endswith(generated["regenerated_corrupted_files"][0]["path"])
     embedded = _metadata(rerun, "document_embeddings")
     assert embedded["corrupted_images"] == 0
     assert _sha(doc.read_bytes()) == doc_sha and _sha(live.read_bytes()) == live_sha

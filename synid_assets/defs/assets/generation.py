@@ -61,11 +61,13 @@ def document_images(
     with synced_home(dataset, [batch_files(key)], [batch_files(key)]) as layout, clear_errors():
         summary = generate_documents(layout, key, generator)
     document_generator.release()
+    _log_regenerated(context, summary["corrupted"])
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary["images"],
             "images": summary["images"],
             "reused_from_earlier_run": summary["reused"],
+            **_regenerated_metadata(summary["corrupted"]),
             "generator": f"{generator.name} v{generator.version}",
             "contact_sheet": dg.MetadataValue.md(contact_sheet_markdown(summary["paths"], "documents")),
             "dagster/uri": str(layout.batch_dir(context.partition_key) / "documents"),
@@ -103,13 +105,25 @@ def live_images(
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     finally:
         live_generator.release()
+    _log_regenerated(context, summary["corrupted"])
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary["images"],
             "identities": summary["identities"],
             "live_per_identity": sum(count for _, count in generators),
             "reused_from_earlier_run": summary["reused"],
+            **_regenerated_metadata(summary["corrupted"]),
             "generators": ", ".join(f"{g.name} v{g.version} x{count}" for g, count in generators),
             "contact_sheet": dg.MetadataValue.md(contact_sheet_markdown(summary["paths"], "live images")),
         }
     )
+
+
+def _log_regenerated(context: dg.AssetExecutionContext, corrupted: list[dict]) -> None:
+    """Images whose bytes had changed on disk since they were made, and were made again from their seed."""
+    for entry in corrupted:
+        context.log.warning(f"regenerated a corrupted image: {entry}")
+
+
+def _regenerated_metadata(corrupted: list[dict]) -> dict:
+    return {"regenerated_corrupted": len(corrupted), "regenerated_corrupted_files": dg.MetadataValue.json(corrupted)}
