@@ -1,16 +1,17 @@
 """The above-threshold pairs of a set of unit rows, without the dense n x n similarity matrix.
 
 * "exact" (exact.py): blocked torch products over the upper triangle on the CPU or a GPU, re-scored in float64;
-* "index": an inverted-file index of our own in numpy: spherical k-means cells over the raw rows and over the
-  whitened rows, each row probes its 16 nearest cells of each, every candidate is scored exactly, then a
-  two-hop closure re-checks neighbours of neighbours.
+* "index" (ivf.py): an inverted-file index of our own over raw and whitened spherical k-means cells, scanned with
+  bfloat16 products, every candidate re-scored in float64, a two-hop closure, and probes that grow until an
+  exact search of sampled rows says the index finds 99.9% of their pairs (or its time budget ends).
 
-Why not FAISS, hnswlib or usearch (measured on issue 13's k^-1 shape, 200k x 512, on the shared 2-core box):
-a FAISS IVF partition (faiss.Kmeans, spherical, 670 cells) has the same recall as ours per probe, raw or
-centred (16 probes: 0.923 / 0.923; 64: 0.985 / 0.986), and its range search scans one query at a time; the win
-is the whitened partition, which FAISS does not give. usearch (f16, connectivity 16, expansion 100) had not
-finished building 200k rows after 4.5 min, so a 1M graph (built row by row) does not fit the 10-minute target;
-hnswlib, a graph built the same way, was not run to the end.
+Why our own index rather than FAISS, hnswlib or usearch (issue 13's k^-1 shape, on the shared 2-core box; see
+the README's filter section for the side-by-side figures): a FAISS IVF partition has the same recall per probe
+as ours, raw or centred (200k rows, 670 cells, 16 probes: 0.923 / 0.923; 64: 0.985 / 0.986); the win is the
+whitened second partition (a pair is found when either partition brings it together), which one FAISS index
+cannot give, since it scores in the space it partitions. FAISS's range search also scores one query row at a
+time against each probed list in float32, where ours scores a cell's probers at once in bfloat16 (AMX). Graph
+indexes build row by row: usearch (f16, connectivity 16) had not built 200k rows after 4.5 min.
 
 Why not LanceDB's vector index for the search: it answers one query vector at a time. On the 2-core dev box an
 IVF_PQ index over 20k x 512 took 117 s to build and answered 64 queries/s (nprobes 8, refine 10): ~4 h for the
@@ -43,7 +44,7 @@ def above_threshold_pairs(
 
     `vectors` must already be unit rows (see `unit_rows`); they are used as float32 without a copy when they
     are float32 C-contiguous. method: "exact" (options: device, precision, block, col_block), "index" (options:
-    see _ivf_pairs) or "auto": exact on a GPU, and on the CPU where its estimated time fits `exact_budget_s`
+    see ivf.ivf_pairs) or "auto": exact on a GPU, and on the CPU where its estimated time fits `exact_budget_s`
     (default AUTO_EXACT_BUDGET_S) or n <= AUTO_EXACT_MAX_ROWS; the index otherwise.
     Returns (pairs int64 (E, 2) sorted by (i, j), similarities float64 (E,), stats).
     """

@@ -6,7 +6,7 @@ identities is at most a target. Here the same decisions are made on the sparse g
 
 * `above_threshold_pairs` (pair_search.py) finds the graph: "exact" (exact.py: blocked torch products on the
   CPU or a GPU, never n x n at once, pairs near the threshold re-scored in float64) or "index" (an inverted-file
-  index of our own in numpy over raw and whitened partitions, every candidate scored exactly); "auto" runs
+  index of our own (ivf.py) over raw and whitened partitions, every candidate scored exactly); "auto" runs
   exact on a GPU and where its estimated CPU time fits the budget;
 * `strict_keep` / `fmr_keep` decide on the graph in O(n + E) / O((n + E) log n) with the rules the incremental
   filter uses too (rules.py);
