@@ -284,6 +284,16 @@ def test_demo_on_s3_home_matches_the_local_home(env, server, tmp_path):
     assert cached.read_bytes() == stored["manifest.duckdb"]
     assert manifest_rows(cached) == manifest_rows(local_home / "manifest.duckdb")
 
+    # `synid export` there too: it pulls what it reads and puts the export back in the store, file by file.
+    export = synid("export", "--format", "imagefolder", env=elsewhere, timeout=300)
+    assert export.returncode == 0, export.stderr
+    local_export = synid("export", "--format", "imagefolder", env={"SYNID_HOME": str(local_home)}, timeout=300)
+    assert local_export.returncode == 0, local_export.stderr
+    exported = {k: v for k, v in bucket_objects(server.endpoint, bucket, "ds").items() if k.startswith("exports/")}
+    on_disk_export = local_files(local_home, "exports")
+    assert exported and {k: hashlib.sha256(v).hexdigest() for k, v in exported.items() if k.endswith(".png")} == {
+        k: hashlib.sha256(v).hexdigest() for k, v in on_disk_export.items() if k.endswith(".png")}
+
     # LanceDB's tables are on S3 (no local copy), with the rows the local run has.
     options = S3Settings.from_env().lancedb_options()
     on_s3 = lancedb.connect(f"s3://{bucket}/ds/lancedb", storage_options=options)

@@ -13,28 +13,32 @@ def run_evaluate(model: str, bins: list[str], device: str, record: bool, threads
         import torch
 
         torch.set_num_threads(threads)
-    from synid_assets.core.dataset.layout import default_home
+    from synid_assets.cli.home import dataset_home
     from synid_assets.core.training.config import TrainingError
     from synid_assets.core.training.evaluation import evaluate_model
 
-    try:
-        summary = evaluate_model(model, bins, default_home() if record else None, device)
-    except TrainingError as exc:
-        print(f"synid evaluate: {exc}", file=sys.stderr)
-        return 2
+    recorded = ["evaluation.duckdb"] if record else []
+    with dataset_home("evaluate", None, recorded, recorded) as layout:
+        try:
+            summary = evaluate_model(model, bins, layout.home if record else None, device)
+        except TrainingError as exc:
+            print(f"synid evaluate: {exc}", file=sys.stderr)
+            return 2
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def run_make_bin(home: str, out: str, pairs: int, seed: int) -> int:
+    from synid_assets.cli.home import DATABASES, dataset_home
     from synid_assets.core.training.config import TrainingError
     from synid_assets.core.training.pairs import write_bin_from_dataset
 
-    try:
-        summary = write_bin_from_dataset(home, out, pairs, seed)
-    except TrainingError as exc:
-        print(f"synid make-bin: {exc}", file=sys.stderr)
-        return 2
+    with dataset_home("make-bin", home, [*DATABASES, "batches"]) as layout:
+        try:
+            summary = write_bin_from_dataset(layout.home, out, pairs, seed)
+        except TrainingError as exc:
+            print(f"synid make-bin: {exc}", file=sys.stderr)
+            return 2
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -5,22 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from synid_assets.core.dataset.layout import default_home
+from synid_assets.cli.home import DATABASES, dataset_home
 
 FORMAT_NAMES = ("imagefolder", "recordio", "lmdb", "webdataset", "parquet")  # core.export.FORMATS, without its imports
 
 
 def run_export(export_format: str, out: str | None, crop: str, include_incomplete: bool, home: str | None) -> int:
     from synid_assets.core.analysis.images import ImageReadError
-    from synid_assets.core.dataset.layout import DatasetLayout
     from synid_assets.core.export import ExportError, export_dataset
 
-    layout = DatasetLayout(home) if home else DatasetLayout(default_home())
-    try:
-        result = export_dataset(layout, export_format, out, crop, include_incomplete)
-    except (ExportError, ImageReadError) as exc:
-        print(f"synid export: {exc}", file=sys.stderr)
-        return 1
+    # An s3:// home: the export is made in the local mirror and its files go back to the store whole.
+    written = ["exports.duckdb"] + ([] if out else ["exports"])
+    with dataset_home("export", home, [*DATABASES, "batches"], written) as layout:
+        try:
+            result = export_dataset(layout, export_format, out, crop, include_incomplete)
+        except (ExportError, ImageReadError) as exc:
+            print(f"synid export: {exc}", file=sys.stderr)
+            return 1
     size = "aligned 112x112 crops" if crop == "aligned" else "full images"
     print(
         f"exported {result.images} images of {result.identities} identities ({size}) as {result.format} to "

@@ -7,34 +7,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from synid_assets.core.dataset.layout import default_home
+from synid_assets.cli.home import DATABASES, dataset_home
 
 
 def run_query(sql: str, database: str | None, output: str) -> int:
     """Run SQL against the manifest, read-only, with no access to other files."""
     import duckdb
 
-    from synid_assets.core.dataset.layout import DatasetLayout
 
-    home = default_home()
     if database:
         path = Path(database)
-    elif isinstance(home, str):  # an s3:// home: the manifest is one object, read from a local cached copy
-        from synid_assets.core.dataset.remote_home import RemoteHome, RemoteHomeError
-
-        remote = RemoteHome(home)
-        try:
-            remote.pull("manifest.duckdb", "quality.duckdb", "evaluation.duckdb", "exports.duckdb")
-        except RemoteHomeError as exc:
-            print(f"synid query: {exc}", file=sys.stderr)
-            return 2
-        path = remote.local / "manifest.duckdb"
-        if not path.exists():
-            print(f"synid query: {remote.url}/manifest.duckdb does not exist; materialize dataset_manifest "
-                  "(or run `synid demo`) with this SYNID_HOME", file=sys.stderr)
-            return 2
-    else:
-        path = DatasetLayout(home).manifest_path
+    else:  # an s3:// home: the databases are objects, read from the local mirror's copies
+        with dataset_home("query", None, DATABASES) as layout:
+            path = layout.manifest_path
     if not path.exists():
         print(f"synid query: {path} does not exist; run `make demo` (or materialize dataset_manifest)", file=sys.stderr)
         return 2

@@ -6,22 +6,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from synid_assets.cli.home import dataset_home
 from synid_assets.core.config.profiles import ProfileError
-from synid_assets.core.dataset.layout import default_home
+from synid_assets.core.dataset.layout import DatasetLayout
 
 
 def run_regenerate(image_id: str, profile_name: str | None, out: str | None) -> int:
     """Re-make one image from its manifest row with the profile's generator and compare hashes."""
+    with dataset_home("regenerate", None, ["manifest.duckdb"], [] if out else ["regenerated"]) as layout:
+        return _regenerate(layout, image_id, out, profile_name)
+
+
+def _regenerate(layout: DatasetLayout, image_id: str, out: str | None, profile_name: str | None) -> int:
     import json
 
     import duckdb
 
     from synid_assets.core.config.profiles import load_profile
     from synid_assets.core.config.registry import create_backend, section_options
-    from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes, png_bytes
+    from synid_assets.core.dataset.layout import atomic_write_bytes, png_bytes
     from synid_assets.core.errors import BackendError
 
-    layout = DatasetLayout(default_home())
     if not layout.manifest_path.exists():
         print(f"synid regenerate: {layout.manifest_path} does not exist", file=sys.stderr)
         return 2
