@@ -283,6 +283,11 @@ def test_demo_on_s3_home_matches_the_local_home(env, server, tmp_path):
     cached = next((tmp_path / "other-machine").rglob("manifest.duckdb"))
     assert cached.read_bytes() == stored["manifest.duckdb"]
     assert manifest_rows(cached) == manifest_rows(local_home / "manifest.duckdb")
+    import duckdb
+
+    with duckdb.connect(str(cached), read_only=True) as con:  # the home as users name it, not the mirror's path
+        recorded = con.execute("SELECT value FROM manifest_info WHERE key = 'synid_home'").fetchone()
+    assert recorded == (f"s3://{bucket}/ds",)
 
     # `synid export` there too: it pulls what it reads and puts the export back in the store, file by file.
     export = synid("export", "--format", "imagefolder", env=elsewhere, timeout=300)

@@ -176,6 +176,20 @@ def test_clear_errors_for_a_bad_model_dir_bin_export_and_config(tiny: dict[str, 
         load_config(None, bad_config)
 
 
+def test_make_bin_refuses_a_crop_changed_after_it_was_made(tiny: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny["home"], home)
+    crops = sorted(home.glob("batches/*/aligned_document/*.png"))
+    for crop in crops:  # torn copies (they still start like a PNG): every pair set meets one
+        crop.write_bytes(crop.read_bytes()[:-40])
+    result = _synid("make-bin", "--home", str(home), "--out", str(tmp_path / "pairs.bin"), "--pairs", "40")
+    assert result.returncode == 2 and not (tmp_path / "pairs.bin").exists()
+    assert any(str(crop) in result.stderr for crop in crops) and "sha256" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_presets_are_the_published_recipe_and_a_cpu_one() -> None:
     vec2face = load_config("vec2face")
     assert (vec2face.backbone, vec2face.head, vec2face.head_margin, vec2face.scale) == ("ir_se50", "arcface", 0.5, 64.0)

@@ -49,7 +49,16 @@ def attribute_spec_sensor(context: dg.SensorEvaluationContext, dataset: DatasetR
         return dg.SkipReason(f"cannot read {dataset.attributes_dir}: {exc}")
     previous = context.cursor
     if previous is None:
-        # First evaluation: compare with what the asset last snapshotted, not with nothing.
+        # First evaluation: compare with what the asset last snapshotted, not with nothing (on an s3:// home,
+        # the store's copy: this daemon's mirror may be new).
+        remote = dataset.remote()
+        if remote is not None:
+            from synid_assets.core.dataset.remote_home import RemoteHomeError
+
+            try:
+                remote.pull("spec/current.json")
+            except RemoteHomeError as exc:
+                return dg.SkipReason(str(exc))
         current = dataset.layout().current_spec_file
         previous = json.loads(current.read_text())["fingerprint"] if current.exists() else None
     if fingerprint == previous:

@@ -66,16 +66,24 @@ def write_bin_from_dataset(home: str | Path, out: str | Path, n_pairs: int = 600
     """Write an InsightFace `.bin` of `n_pairs` pairs of the dataset's aligned crops (JPEG, quality 95)."""
     from PIL import Image
 
+    from synid_assets.core.analysis.images import ImageReadError
+    from synid_assets.core.dataset.integrity import all_crop_digests, load_verified_rgb
+    from synid_assets.core.dataset.layout import DatasetLayout
     from synid_assets.core.training.verification import write_bin
 
     faces = accepted_faces(home)
     pairs = sample_pairs(faces, n_pairs, seed)
+    layout = DatasetLayout(home)
+    digests = all_crop_digests(layout)  # crops whose bytes changed since the embeddings step are refused
     encoded: list[bytes] = []
     for a, b, _ in pairs:
         for path in (a, b):
             buffer = io.BytesIO()
-            with Image.open(path) as img:
-                img.convert("RGB").save(buffer, format="JPEG", quality=95)
+            try:
+                pixels = load_verified_rgb(path, digests.get(layout.relative(path)))
+            except ImageReadError as exc:  # IntegrityError included: it names the file and both digests
+                raise TrainingError(f"{exc}; rerun the batch's embeddings step to make its crops again") from None
+            Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
             encoded.append(buffer.getvalue())
     write_bin(out, encoded, [same for _, _, same in pairs])
     return {"bin": str(out), "pairs": len(pairs), "identities": len(faces),

@@ -35,7 +35,7 @@ BATCH_ASSETS = [
 def dataset_manifest(context: dg.AssetExecutionContext, dataset: DatasetResource) -> dg.MaterializeResult:
     # Built from every batch's Parquet files, then uploaded as one object.
     with synced_home(dataset, ALL_BATCH_RECORDS, ["manifest.duckdb"]) as layout:
-        built = build_dataset_manifest(layout, dataset.seed)
+        built = build_dataset_manifest(layout, dataset.seed, dataset.home if dataset.remote() else None)
     schema = dg.TableSchema(
         columns=[dg.TableColumn(name, dtype, description=doc or None) for name, dtype, doc in built["identity_columns"]]
     )
