@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Real PostgreSQL/Redis/Celery fixtures for the deployment tests, visible to every module.
+from tests.deploy_helpers import celery_deployment, postgres_server, redis_server  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 
 
