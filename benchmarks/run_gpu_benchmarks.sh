@@ -6,14 +6,7 @@
 # Order: the cheap, short measurements first, so a slow FLUX compile cannot cost them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
-if compgen -G ".whl/*.whl" > /dev/null; then
-    $PY -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/synid-site \
-        .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/synid-site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+. benchmarks/gpu_prelude.sh
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
 $PY - <<'EOF' 2>&1 | tee "$out/gpu_env.txt"

@@ -133,6 +133,7 @@ def test_runs_from_before_owner_tags_are_recovered_from_the_pid_dagster_logged(t
     assert held_slots(instance) == {}
 
 
+@pytest.mark.fault  # the fast kill test; tests/test_fault_kill.py kills at five points of a larger batch
 def test_sigkill_mid_batch_then_rerun_finishes_with_the_same_images(tmp_path, instance_at) -> None:
     reference = new_home(tmp_path / "reference")
     done = run_demo(reference, *DEMO)
