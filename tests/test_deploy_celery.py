@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -49,16 +50,18 @@ def batch_tables(home: Path, table: str) -> dict[str, list[dict]]:
     return rows
 
 
-def run_pipelined(deployment: CeleryDeployment, keys: list[str], size: int, timeout: float = 600) -> None:
+def run_pipelined(deployment: CeleryDeployment, keys: list[str], size: int, timeout: float = 600,
+                  decided: Callable[[str], bool] | None = None) -> None:
     """Batch runs, each in its own process, at most two at once; a run starts once the previous run's filter
-    has decided (the order-stable filter decides batches in key order, so a later batch must not pass it first)."""
+    has decided (the order-stable filter decides batches in key order, so a later batch must not pass it first).
+    `decided(key)` says so; by default, that batch's filter_decisions table exists under a local SYNID_HOME."""
     layout = DatasetLayout(deployment.home)
+    decided = decided or (lambda key: layout.table(key, "filter_decisions").exists())
     running, deadline = [], time.monotonic() + timeout
     try:
         for index, key in enumerate(keys):
             if index:
-                decided = layout.table(keys[index - 1], "filter_decisions")
-                while not decided.exists() or len(running) >= 2:
+                while not decided(keys[index - 1]) or len(running) >= 2:
                     running = _reap(running)
                     assert time.monotonic() < deadline, f"{keys[index - 1]} not decided after {timeout} s"
                     time.sleep(0.3)
