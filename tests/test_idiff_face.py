@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
@@ -32,8 +31,9 @@ from synid_assets.core.generation.idiff_face_model import (
     decoder_config_from_state_dict,
     unet_config_from_state_dict,
 )
-from synid_assets.core.generation.types import DocumentRequest, IdentityRecord, LiveRequest
+from synid_assets.core.generation.types import DocumentRequest, LiveRequest
 from synid_assets.random_models.idiff_face import build_tiny_idiff_face, tiny_configs
+from tests.generator_helpers import identity, png, unit
 
 # Fingerprints (key count, sha256 of the sorted "key:shape" lines) of the state dicts of upstream's modules at
 # fdbtrs/IDiff-Face @ 8b3936935710dc78519933f905b14bd60ff9cb26, built with `configs/model/unet_cond_ca_cpd25.yaml`
@@ -90,19 +90,6 @@ def test_published_schedule() -> None:
     assert list(ddpm.timesteps[:2]) == [999, 998] and int(ddpm.timesteps[-1]) == 0
 
 
-def identity(index: int) -> IdentityRecord:
-    return IdentityRecord(f"b0-{index:03d}", "b0", index, 100 + index, {}, "person")
-
-
-def unit(seed: int) -> list[float]:
-    v = np.random.default_rng(seed).normal(size=512)
-    return [float(x) for x in v / np.linalg.norm(v)]
-
-
-def png(image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 @pytest.mark.parametrize("scheduler,steps", [("ddim", 4), ("ddpm", 3)])

@@ -3,7 +3,6 @@ random-weight models through the real loading path."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from synid_assets.core.config.registry import backend_class
 from synid_assets.core.errors import ModelLoadError
 from synid_assets.core.generation.idiff_face import make_scheduler
 from synid_assets.core.generation.idiff_face_model import UNetConfig, unet_config_from_state_dict
-from synid_assets.core.generation.types import DocumentRequest, IdentityRecord, LiveRequest
+from synid_assets.core.generation.types import DocumentRequest, LiveRequest
 from synid_assets.core.generation.uiface import (
     CHECKPOINT_FILE,
     LICENSE,
@@ -41,6 +40,7 @@ from synid_assets.core.generation.uiface_sampling import (
 )
 from synid_assets.random_models.idiff_face import build_tiny_idiff_face
 from synid_assets.random_models.uiface import build_tiny_uiface
+from tests.generator_helpers import identity, png, unit
 from tests.test_idiff_face import fingerprint
 
 # The state dict of upstream's ConditionalUNet at Tencent/TFace @ 171ec1434aca0972e111663ac646c9c1e3e44b5b
@@ -216,19 +216,6 @@ def test_sampler_switches_per_sample_and_guides_in_stage_two(tiny_unet: UIFaceUN
     assert torch.allclose(scheduler.eps[900], first, atol=1e-6)
 
 
-def identity(index: int) -> IdentityRecord:
-    return IdentityRecord(f"b0-{index:03d}", "b0", index, 100 + index, {}, "person")
-
-
-def unit(seed: int) -> list[float]:
-    v = np.random.default_rng(seed).normal(size=512)
-    return [float(x) for x in v / np.linalg.norm(v)]
-
-
-def png(image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_generate_and_regenerate(tiny_model: Path) -> None:

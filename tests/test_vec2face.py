@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 
 from synid_assets.core.config.registry import backend_class
 from synid_assets.core.errors import ModelLoadError
-from synid_assets.core.generation.types import DocumentRequest, IdentityRecord, LiveRequest
+from synid_assets.core.generation.types import DocumentRequest, LiveRequest
 from synid_assets.core.generation.vec2face import (
     MASK_RATIO_MAX,
     MASK_RATIO_MIN,
@@ -27,6 +26,7 @@ from synid_assets.core.generation.vec2face import (
 )
 from synid_assets.core.generation.vec2face_model import Vec2FaceConfig, Vec2FaceGenerator
 from synid_assets.random_models.vec2face import TINY_HEADS, build_tiny_vec2face
+from tests.generator_helpers import identity, png, unit
 
 
 def upstream_shapes(rep: int, e: int, depth: int, d: int, ddepth: int, patch: int, z: int, ch: int,
@@ -158,19 +158,6 @@ def test_draws_are_deterministic_from_the_seed() -> None:
     assert not np.array_equal(a["vector"], c["vector"])
 
 
-def identity(index: int) -> IdentityRecord:
-    return IdentityRecord(f"b0-{index:03d}", "b0", index, 100 + index, {}, "person")
-
-
-def unit(seed: int) -> list[float]:
-    v = np.random.default_rng(seed).normal(size=512)
-    return [float(x) for x in v / np.linalg.norm(v)]
-
-
-def png(image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_generate_and_regenerate(tiny_checkpoint: Path) -> None:

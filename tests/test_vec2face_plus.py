@@ -3,7 +3,6 @@ losses, gating, quality target and cap, and generation on tiny random-weight mod
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -32,7 +31,7 @@ from synid_assets.core.generation.attrop import (
     score,
     yaw_loss,
 )
-from synid_assets.core.generation.types import DocumentRequest, IdentityRecord, LiveRequest
+from synid_assets.core.generation.types import DocumentRequest, LiveRequest
 from synid_assets.core.generation.vec2face_model import Vec2FaceConfig, Vec2FaceGenerator
 from synid_assets.core.generation.vec2face_plus import (
     Vec2FacePlusDocumentGenerator,
@@ -54,6 +53,7 @@ from synid_assets.random_models.vec2face_plus import (
     build_tiny_vec2face_plus,
     tiny_options,
 )
+from tests.generator_helpers import identity, unit
 from tests.test_vec2face import shapes_of, upstream_shapes
 
 TINY_GENERATOR = (512, 32, 1, 32, 1, 16, 8, 32, (1, 1, 2, 2, 2), 1)  # tests/test_vec2face.py's tiny sizes
@@ -306,19 +306,6 @@ def test_attrop_keeps_passing_images_and_optimises_the_rest() -> None:
 # ---------------------------------------------------------------- the backend
 
 
-def identity(index: int, attributes: dict | None = None) -> IdentityRecord:
-    return IdentityRecord(f"b0-{index:03d}", "b0", index, 100 + index, attributes or {}, "person")
-
-
-def unit(seed: int) -> list[float]:
-    v = np.random.default_rng(seed).normal(size=512)
-    return [float(x) for x in v / np.linalg.norm(v)]
-
-
-def png(image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_target_yaws_from_the_list_and_the_attributes() -> None:
