@@ -10,7 +10,7 @@ IDENTITIES ?= 32
 LIVE ?= 2
 export SYNID_HOME DAGSTER_HOME
 
-.PHONY: venv services demo test test-faults ui lint benchmark calibrate clean
+.PHONY: venv services demo test test-faults ui lint benchmark benchmark-scale-out image calibrate clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ lint: venv
 
 benchmark: venv
 	$(BIN)/python benchmarks/renderer_quality.py --identities 192 --live 1
+
+# Batches per hour with 1, 2 and 4 Celery workers, and the Celery and S3 deployments' per-step overhead.
+benchmark-scale-out: venv services
+	$(BIN)/python -m benchmarks.scale_out --batches 6 --workers 1,2,4
+
+# The Kubernetes image (deploy/k8s): IMAGE=registry/synid:tag [TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128]
+image:
+	docker build -f deploy/k8s/Dockerfile -t $(IMAGE) $(if $(TORCH_INDEX_URL),--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL)) .
 
 calibrate: venv
 	$(BIN)/synid thresholds calibrate-local --write resources/local.yaml

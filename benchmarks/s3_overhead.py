@@ -21,6 +21,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,42 +66,45 @@ def step_seconds(dagster_home: Path) -> dict[str, float]:
     return seconds
 
 
+@contextmanager
+def local_s3_store(bucket: str = "synid-bench") -> Iterator[dict[str, str]]:
+    """moto's S3 API server on a free 127.0.0.1 port with an empty `bucket`; yields the AWS_* variables for it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        aws_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": BENCH_SECRET,
+                   "AWS_REGION": "us-east-1"}
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key=BENCH_SECRET,
+                     region_name="us-east-1").create_bucket(Bucket=bucket)
+        yield aws_env
+    finally:
+        server.stop()
+
+
 def measure_s3_overhead(identities: int = 4, live: int = 1, workdir: str | Path | None = None) -> dict[str, Any]:
     """Step times of one batch on a local home and on an s3:// home (moto on 127.0.0.1), and their ratios.
 
     Returns {"steps": {step: {"local_s", "s3_s", "ratio"}}, "total_local_s", "total_s3_s", "ratio"}.
     """
-    from moto.server import ThreadedMotoServer
-
     with tempfile.TemporaryDirectory(prefix="synid-s3-bench-", dir=workdir) as scratch:
         root = Path(scratch)
         local_home = root / "local"
         _demo(identities, live, {"SYNID_HOME": str(local_home)})
         local = step_seconds(local_home / "dagster")
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        port = _free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            endpoint = f"http://127.0.0.1:{port}"
-            import boto3
-
-            boto3.client(
-                "s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key=BENCH_SECRET,
-                region_name="us-east-1",
-            ).create_bucket(Bucket="synid-bench")
-            s3_env = {
-                "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": BENCH_SECRET,
-                "AWS_REGION": "us-east-1", "SYNID_CACHE": str(root / "cache"), "SYNID_HOME": "s3://synid-bench/ds",
-                "DAGSTER_HOME": str(root / "s3-dagster"),
-            }
+        with local_s3_store() as aws_env:
+            s3_env = {**aws_env, "SYNID_CACHE": str(root / "cache"), "SYNID_HOME": "s3://synid-bench/ds",
+                      "DAGSTER_HOME": str(root / "s3-dagster")}
             (root / "s3-dagster").mkdir()
             (root / "s3-dagster" / "dagster.yaml").write_bytes((REPO / "dagster.yaml").read_bytes())
             _demo(identities, live, s3_env)
             remote = step_seconds(root / "s3-dagster")
-        finally:
-            server.stop()
 
     steps = {
         step: {

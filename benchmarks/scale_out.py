@@ -8,7 +8,8 @@ batch by `synid demo`, then the other batches as separate run processes, at most
 the previous batch's filter has decided (tests/test_deploy_celery.run_pipelined). Rows:
 - `single machine`: the default deployment (SQLite instance, in-process executor), the baseline;
 - `celery xN`: PostgreSQL instance, Redis broker and N `dagster-celery` workers (deploy/celery);
-- `s3 home`: the default deployment with SYNID_HOME=s3://... (`s3_home_row`, run when --s3-home is given).
+- `s3 home`: the default deployment with SYNID_HOME=s3://... (`s3_home_row`; by default on moto's S3 server,
+  started here on 127.0.0.1).
 Batches per hour count the batches after the first (the pipelined part). The per-step time of a run is its
 duration over its executed steps (run records and event log); the ratio is its mean over the baseline's.
 """
@@ -127,8 +128,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=6, help="batches per row (4 identities each), >= 2")
     parser.add_argument("--workers", default="1,2,4", help="Celery worker counts, comma-separated")
-    parser.add_argument("--s3-home", default=os.environ.get("SYNID_BENCH_S3_HOME"),
-                        help="also measure the default deployment with SYNID_HOME at this s3:// URL")
+    parser.add_argument("--s3-home", default=os.environ.get("SYNID_BENCH_S3_HOME", "moto"),
+                        help="the S3 row's SYNID_HOME: an s3:// URL (endpoint and keys from AWS_*), 'moto' (default: "
+                             "moto's S3 server started here on 127.0.0.1) or 'none' to leave the row out")
     args = parser.parse_args()
     if args.batches < 2:
         parser.error("--batches must be >= 2")
@@ -139,7 +141,13 @@ def main() -> int:
     try:
         rows.append(single_machine_row(root, args.batches))
         rows += [celery_row(root, args.batches, n, postgres, redis) for n in counts]
-        if args.s3_home:
+        if args.s3_home == "moto":
+            from benchmarks.s3_overhead import local_s3_store
+
+            with local_s3_store("synid-scale-out") as aws_env:
+                os.environ.update(aws_env)  # the S3 row's processes inherit the store's endpoint and keys
+                rows.append(s3_home_row(root, args.batches, "s3://synid-scale-out/ds"))
+        elif args.s3_home and args.s3_home != "none":
             rows.append(s3_home_row(root, args.batches, args.s3_home))
     finally:
         postgres.remove()
