@@ -72,25 +72,33 @@ def strict_load(module: torch.nn.Module, state: dict, path: Path, what: str, mod
 
 def load_idiff_face_unet(path: str | Path) -> torch.nn.Module:
     """The UNet of an EMA checkpoint (`ema_averaged_model.ckpt`: the DDPM's state dict, UNet under `eps_model.`)."""
-    from synid_assets.core.generation.idiff_face_model import ConditionalUNet, unet_config_from_state_dict
+    from synid_assets.core.generation.idiff_face_model import ConditionalUNet
 
     path = Path(path).expanduser()
     state = read_state(path, "checkpoint")
     unet_state = {k[len("eps_model."):]: v for k, v in state.items() if k.startswith("eps_model.")}
     if "image_proj.weight" not in unet_state or "context_emb.weight" not in unet_state:
         raise ModelLoadError(f"IDiff-Face checkpoint {str(path)!r} holds no conditional UNet (keys 'eps_model.*')")
-    betas = state.get("betas")
+    return checked_unet(ConditionalUNet, state, unet_state, path, "IDiff-Face")
+
+
+def checked_unet(model_class: type, state: dict, unet_state: dict, path: Path, model: str) -> torch.nn.Module:
+    """`model_class` built from a checkpoint's UNet keys and loaded strictly, once the checkpoint's DDPM schedule
+    buffer (when it has one) is the published T = 1000 linear betas; every mismatch is one line naming the file."""
+    from synid_assets.core.generation.idiff_face_model import unet_config_from_state_dict
+
+    betas = next((v for k, v in state.items() if k.split(".")[-1] == "betas"), None)
     if betas is not None and (len(betas) != T or abs(float(betas[0]) - BETA_START) > 1e-9
                               or abs(float(betas[-1]) - BETA_END) > 1e-9):
-        raise ModelLoadError(f"IDiff-Face checkpoint {str(path)!r} was trained with another schedule "
+        raise ModelLoadError(f"{model} checkpoint {str(path)!r} was trained with another schedule "
                              f"({len(betas)} betas from {float(betas[0]):g} to {float(betas[-1]):g})")
     try:
-        model = ConditionalUNet(unet_config_from_state_dict(unet_state))
+        unet = model_class(unet_config_from_state_dict(unet_state))
     except (KeyError, ValueError, ZeroDivisionError, IndexError) as error:
-        raise ModelLoadError(f"IDiff-Face checkpoint {str(path)!r} does not match the released layout: "
+        raise ModelLoadError(f"{model} checkpoint {str(path)!r} does not match the released layout: "
                              f"{type(error).__name__}: {error}") from error
-    strict_load(model, unet_state, path, "checkpoint")
-    return model.eval()
+    strict_load(unet, unet_state, path, "checkpoint", model)
+    return unet.eval()
 
 
 def load_idiff_face_decoder(path: str | Path, model: str = "IDiff-Face") -> torch.nn.Module:

@@ -29,18 +29,16 @@ from synid_assets.core.config.models import license_of
 from synid_assets.core.config.requirements import BackendRequirements, ModelNeed
 from synid_assets.core.errors import ModelLoadError
 from synid_assets.core.generation.idiff_face import (
-    BETA_END,
-    BETA_START,
     DECODER_FILE,
     DTYPES,
     VECTOR_DIM,
     VECTOR_SPACE,
     IDiffFaceLiveGenerator,
     T,
+    checked_unet,
     load_idiff_face_decoder,
     make_scheduler,
     read_state,
-    strict_load,
 )
 from synid_assets.core.generation.torch_runtime import resolve_device
 from synid_assets.core.generation.types import DocumentRequest, GeneratedImage, LiveRequest
@@ -61,7 +59,6 @@ _MODEL_FIELDS = ("model_id", "checkpoint_file", "decoder_file", "steps", "guidan
 
 def load_uiface_unet(path: str | Path) -> torch.nn.Module:
     """The UIFaceUNet of a UIFace checkpoint (either upstream layout), strictly checked against the released keys."""
-    from synid_assets.core.generation.idiff_face_model import unet_config_from_state_dict
     from synid_assets.core.generation.uiface_model import UIFaceUNet, unet_state_of_checkpoint
 
     path = Path(path).expanduser()
@@ -72,18 +69,7 @@ def load_uiface_unet(path: str | Path) -> torch.nn.Module:
     if "empty_context_embedding" not in unet_state:
         raise ModelLoadError(f"UIFace checkpoint {str(path)!r} has no learned empty context "
                              "('empty_context_embedding'): an IDiff-Face checkpoint? use the idiff_face backend")
-    betas = next((v for k, v in state.items() if k.split(".")[-1] == "betas"), None)  # the DDPM's schedule buffer
-    if betas is not None and (len(betas) != T or abs(float(betas[0]) - BETA_START) > 1e-9
-                              or abs(float(betas[-1]) - BETA_END) > 1e-9):
-        raise ModelLoadError(f"UIFace checkpoint {str(path)!r} was trained with another schedule "
-                             f"({len(betas)} betas from {float(betas[0]):g} to {float(betas[-1]):g})")
-    try:
-        model = UIFaceUNet(unet_config_from_state_dict(unet_state))
-    except (KeyError, ValueError, ZeroDivisionError, IndexError) as error:
-        raise ModelLoadError(f"UIFace checkpoint {str(path)!r} does not match the released layout: "
-                             f"{type(error).__name__}: {error}") from error
-    strict_load(model, unet_state, path, "checkpoint", "UIFace")
-    return model.eval()
+    return checked_unet(UIFaceUNet, state, unet_state, path, "UIFace")
 
 
 class UIFaceLiveGenerator(IDiffFaceLiveGenerator):

@@ -114,22 +114,17 @@ def load_vec2face_checkpoint(
     path: str | Path, num_heads: int = 12, decoder_num_heads: int = 16, device: str = "cpu", dtype: str = "float32"
 ) -> torch.nn.Module:
     """The generator of a released-layout checkpoint (`{"model_vec2face": state_dict, ...}` or the state_dict)."""
-    import argparse
-
     import torch
 
-    from synid_assets.core.generation.vec2face_model import Vec2FaceGenerator, config_from_state_dict
+    from synid_assets.core.generation.vec2face_model import (
+        Vec2FaceGenerator,
+        config_from_state_dict,
+        read_checkpoint_dict,
+    )
 
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelLoadError(f"Vec2Face checkpoint {str(path)!r} does not exist")
-    try:  # training checkpoints also pickle their argparse Namespace: allow only that class
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = f"{type(error).__name__}: {error}"
-        raise ModelLoadError(f"Vec2Face checkpoint {str(path)!r} could not be read: {reason}") from error
-    state = raw.get("model_vec2face", raw) if isinstance(raw, dict) else None
+    raw = read_checkpoint_dict(path, "Vec2Face")
+    state = raw.get("model_vec2face", raw)
     if not isinstance(state, dict) or "latent_prior_proj_f.weight" not in state:
         raise ModelLoadError(f"Vec2Face checkpoint {str(path)!r} holds no Vec2Face generator (key 'model_vec2face')")
     try:
@@ -174,6 +169,7 @@ class Vec2FaceLiveGenerator:
     # Its ID embedder's space: on the embeddings route live requests carry the identity's sampled vector.
     vector_space = VECTOR_SPACE
     requirements = BackendRequirements(device="any")
+    model_fields = _MODEL_FIELDS  # what regenerate() must match
 
     @classmethod
     def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
@@ -329,14 +325,19 @@ class Vec2FaceLiveGenerator:
 
     def regenerate(self, params: Mapping[str, Any]) -> Image.Image:
         """Re-make one image from its recorded params (vector, seed); the model fields must match."""
-        check_params_match(self, params, (*_MODEL_FIELDS, "varies"))
+        return self.render([self.recorded_vector(params)], [int(params["seed"])])[0][0]
+
+    def recorded_vector(self, params: Mapping[str, Any]) -> Sequence[float]:
+        """The vector of an image's recorded params, once its model fields and revision match this generator's
+        (the model is loaded to know its revision)."""
+        check_params_match(self, params, (*self.model_fields, "varies"))
         vector = params.get("vector")
         if vector is None or len(vector) != VECTOR_DIM:
             raise ValueError(f"params hold no {VECTOR_DIM}-d vector")
         self.load()
         if params.get("revision") and self._resolved_revision and params["revision"] != self._resolved_revision:
             raise ValueError(f"params were made with revision {params['revision']}, this is {self._resolved_revision}")
-        return self.render([vector], [int(params["seed"])])[0][0]
+        return vector
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> Vec2FaceLiveGenerator:

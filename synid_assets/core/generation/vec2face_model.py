@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+
+from synid_assets.core.errors import ModelLoadError
 
 GRID = 7  # the 7x7 token grid (112 / 16): the image decoder's latent size
 ROWS = GRID * GRID
@@ -262,3 +265,20 @@ def config_from_state_dict(state: dict[str, torch.Tensor], num_heads: int, decod
         level_channels=tuple(int(state[f"im_decoder.up.{i}.block.0.conv1.weight"].shape[0]) for i in range(levels)),
         num_res_blocks=count("im_decoder.up.0.block."),
     )
+
+
+def read_checkpoint_dict(path: Path, what: str) -> dict:
+    """The dict a Vec2Face(+) checkpoint holds; a missing or unreadable file is one line naming it."""
+    import argparse
+
+    if not path.is_file():
+        raise ModelLoadError(f"{what} checkpoint {str(path)!r} does not exist")
+    try:  # training checkpoints also pickle their argparse Namespace: allow only that class
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        raise ModelLoadError(f"{what} checkpoint {str(path)!r} could not be read: {reason}") from error
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{what} checkpoint {str(path)!r} holds no dict of state_dicts")
+    return raw

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from synid_assets.core.config.models import license_of
 from synid_assets.core.config.requirements import BackendRequirements, ModelNeed, local_model
-from synid_assets.core.generation.regeneration import check_params_match
 from synid_assets.core.generation.torch_runtime import looks_like_path, resolve_device, snapshot_commit
 from synid_assets.core.generation.types import DocumentRequest, GeneratedImage, LiveRequest
 from synid_assets.core.generation.vec2face import (
@@ -109,6 +108,7 @@ class Vec2FacePlusLiveGenerator(Vec2FaceLiveGenerator):
     varies = True
     vector_space = VECTOR_SPACE
     requirements = BackendRequirements(device="any")
+    model_fields = _MODEL_FIELDS  # what regenerate() must match
 
     @classmethod
     def required_models(cls, options: Mapping[str, Any]) -> list[ModelNeed]:
@@ -337,13 +337,7 @@ class Vec2FacePlusLiveGenerator(Vec2FaceLiveGenerator):
     def regenerate(self, params: Mapping[str, Any]) -> Image.Image:
         """Re-make one image from its recorded params: the vector AttrOP found (no search again), its seed's mask
         and the recorded yaw; the model fields must match."""
-        check_params_match(self, params, (*_MODEL_FIELDS, "varies"))
-        vector = params.get("vector")
-        if vector is None or len(vector) != VECTOR_DIM:
-            raise ValueError(f"params hold no {VECTOR_DIM}-d vector")
-        self.load()
-        if params.get("revision") and self._resolved_revision and params["revision"] != self._resolved_revision:
-            raise ValueError(f"params were made with revision {params['revision']}, this is {self._resolved_revision}")
+        vector = self.recorded_vector(params)
         found = (params.get("attrop") or {}).get("vector")
         return self.render_requests([vector], [int(params["seed"])], [float(params.get("target_yaw", 0.0))],
                                     fixed=[found])[0][0]

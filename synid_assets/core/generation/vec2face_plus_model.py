@@ -34,7 +34,11 @@ import torch
 from torch import nn
 
 from synid_assets.core.errors import ModelLoadError
-from synid_assets.core.generation.vec2face_model import Vec2FaceGenerator, config_from_state_dict
+from synid_assets.core.generation.vec2face_model import (
+    Vec2FaceGenerator,
+    config_from_state_dict,
+    read_checkpoint_dict,
+)
 
 LORA_TARGETS = r"(decoder_)?blocks\.\d+\.attn\.(qkv|proj)"  # peft target_modules: matched against full names
 LORA_ALPHA = 32
@@ -119,22 +123,6 @@ def pose_channels(state: Mapping[str, torch.Tensor]) -> tuple[tuple[int, ...], i
     return channels, int(state["linear.weight"].shape[0])
 
 
-def _read(path: Path, what: str) -> dict:
-    import argparse
-
-    if not path.is_file():
-        raise ModelLoadError(f"{what} checkpoint {str(path)!r} does not exist")
-    try:  # training checkpoints also pickle their argparse Namespace: allow only that class
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = f"{type(error).__name__}: {error}"
-        raise ModelLoadError(f"{what} checkpoint {str(path)!r} could not be read: {reason}") from error
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{what} checkpoint {str(path)!r} holds no dict of state_dicts")
-    return raw
-
-
 def load_pose_checkpoint(
     path: str | Path, num_heads: int = 12, decoder_num_heads: int = 16, lora_alpha: float = LORA_ALPHA,
     device: str = "cpu", dtype: str = "float32",
@@ -142,7 +130,7 @@ def load_pose_checkpoint(
     """The LoRA generator and the pose model of a released `pose_model.pth` (`model_vec2face` with LoRALinear keys,
     `pose_model`), both loaded strictly."""
     path = Path(path).expanduser()
-    raw = _read(path, "Vec2Face+ pose")
+    raw = read_checkpoint_dict(path, "Vec2Face+ pose")
     state, pose_state = raw.get("model_vec2face"), raw.get("pose_model")
     if not isinstance(state, dict) or "blocks.0.attn.qkv.A" not in state or not isinstance(pose_state, dict):
         raise ModelLoadError(
