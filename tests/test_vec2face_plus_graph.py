@@ -7,23 +7,13 @@ models never reach the quality target, so every image shows AttrOP's cap: two re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import dagster as dg
-import duckdb
 import numpy as np
-import polars as pl
 import pytest
-import yaml
 
-from synid_assets.core.dataset.layout import DatasetLayout
-from synid_assets.definitions import build_definitions
-from synid_assets.defs.partitions import identity_batches
-from synid_assets.random_models.faces import build_pack
 from synid_assets.random_models.vec2face_plus import build_tiny_vec2face_plus, tiny_options
-
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+from tests.graph_helpers import embeddings_route_profile, run_embeddings_batch
 
 
 @pytest.fixture(scope="module")
@@ -31,48 +21,21 @@ def vec2face_plus_profile(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("vec2face_plus_route")
     tiny = tiny_options(build_tiny_vec2face_plus(root / "vec2face_plus")) | {
         "batch_size": 4, "attrop_max_tries": 2, "quality_target": 1.0e6}
-    profile = {
-        "name": "tiny-vec2face-plus",
-        "dataset": {"seed": 11, "batch_size": 3, "live_per_identity": 2, "min_good_live": 0,
-                    "identity_source": "embeddings"},
-        "identity_vectors": {"method": "gaussian", "max_similarity": 0.3},
-        "document_generator": {"backend": "vec2face_plus", **tiny},
-        "live_generator": {"backend": "vec2face_plus", "yaws": [45, -45], **tiny},
-        "face_analyzer": {
-            "backend": "insightface", "model_dir": str(build_pack(root / "insightface")), "fmr": 0.001,
-            "thresholds": [{"fmr": 0.001, "value": 0.9999, "source": "test: tiny random recognizer"}],
-        },
-    }
-    path = root / "tiny-vec2face-plus.yaml"
-    path.write_text(yaml.safe_dump(profile), encoding="utf-8")
-    return path
+    return embeddings_route_profile(root, "vec2face_plus", tiny, live_options={"yaws": [45, -45]},
+                                    seed=11, batch_size=3, live_per_identity=2)
 
 
 def test_vec2face_plus_renders_the_sampled_vectors_with_pose_targets_and_capped_attrop(
     vec2face_plus_profile: Path, synid_home: Path
 ) -> None:
-    defs = build_definitions(str(vec2face_plus_profile))
-    instance = dg.DagsterInstance.ephemeral()
-    assert defs.resolve_job_def("attribute_spec_job").execute_in_process(instance=instance, run_config=QUIET).success
-    instance.add_dynamic_partitions(identity_batches.name, ["batch-00000"])
-    result = defs.resolve_job_def("synid_batch").execute_in_process(
-        partition_key="batch-00000", instance=instance, run_config=QUIET, raise_on_error=False
-    )
-    assert result.success
-    layout = DatasetLayout(synid_home)
-    with duckdb.connect(str(layout.manifest_path), read_only=True) as con:
-        rows = con.execute("SELECT identity_id, kind, generator, live_index, width, params FROM images "
-                           "ORDER BY image_id").fetchall()
-        licences = {r[0] for r in con.execute("SELECT license FROM models WHERE backend = 'vec2face_plus'").fetchall()}
-    table = pl.read_parquet(layout.table("batch-00000", "identity_vectors"))
-    vectors = {i: np.array(json.loads(v)) for i, v in zip(table["identity_id"], table["vector"], strict=True)}
-    assert len(vectors) == 3 and {r[2] for r in rows} == {"vec2face_plus"} and {r[4] for r in rows} == {112}
-    assert licences and all("Vec2Face_plus" in text for text in licences)
+    run = run_embeddings_batch(vec2face_plus_profile, synid_home)
+    rows, vectors, licences = run["rows"], run["vectors"], run["licences"]
+    assert len(vectors) == 3 and {r[2] for r in rows} == {"vec2face_plus"} and {r[5] for r in rows} == {112}
+    assert "Vec2Face_plus" in licences["vec2face_plus"]
     documents = [r for r in rows if r[1] == "document"]
     live = [r for r in rows if r[1] == "live"]
     assert len(documents) == 3 and live, "the tiny recognizer's threshold accepts every identity"
-    for identity, kind, _, live_index, _, params in rows:
-        params = json.loads(params)
+    for identity, kind, _, params, live_index, _, _ in rows:
         assert params["vector_source"] == {"identity_id": identity, "source": "identity_vectors"}
         assert np.allclose(params["vector"], vectors[identity], atol=1e-7)
         expected_yaw = 0.0 if kind == "document" else [45.0, -45.0][live_index % 2]
@@ -80,6 +43,4 @@ def test_vec2face_plus_renders_the_sampled_vectors_with_pose_targets_and_capped_
         # AttrOP ran and stopped at its cap; the failure is on the record, the image is kept
         assert params["attrop"]["tries"] == 2 and params["generation_status"] == "attrop_failed"
     # ...and the live images that missed their targets do not count for their identity
-    with duckdb.connect(str(layout.manifest_path), read_only=True) as con:
-        statuses = {r[0] for r in con.execute("SELECT live_status FROM images WHERE kind = 'live'").fetchall()}
-    assert statuses == {"generation_failed"}
+    assert {r[6] for r in live} == {"generation_failed"}
