@@ -29,7 +29,7 @@ from tests.deploy_helpers import (
 )
 from tests.test_deploy_celery import batch_tables, image_hashes
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.slow]  # about 2 min: `make test-faults` runs it
 DEMO = ["demo", "--identities", "8", "--live", "1", "--seed", "5"]
 SETTINGS = {"SYNID_BATCH_SIZE": "4"}
 
