@@ -110,3 +110,45 @@ def test_graph_mixing_tiny_kontext_with_embedded_dlib(tiny_models: dict[str, Pat
     # Tiny random Kontext output is noise: dlib finds no face there, and says so per image.
     assert {(s, w) for g, s, w in rows if g == "kontext"} == {("no_face", 32)}
     assert models == {"dlib_face_recognition_resnet_model_v1"}
+
+
+def test_embedding_space_generators_make_live_images_after_flux_documents(
+    tiny_models: dict[str, Path], synid_home: Path
+) -> None:
+    """The attributes route with tiny FLUX documents, then Vec2Face and UIFace live images conditioned on each
+    document face's embedding (as Arc2Face is), not on a sampled vector."""
+    from synid_assets.random_models.uiface import build_tiny_uiface
+    from synid_assets.random_models.vec2face import TINY_HEADS, build_tiny_vec2face
+
+    root = tiny_models["root"]
+    vec2face = build_tiny_vec2face(root / "vec2face" / "vec2face_generator.pth")
+    uiface = build_tiny_uiface(root / "uiface")
+    profile = {
+        "name": "tiny-flux-then-vectors",
+        "dataset": {"seed": 11, "batch_size": 3, "live_per_identity": 2, "min_good_live": 0},
+        "document_generator": {"backend": "flux", "model_id": str(root / "flux"), "dtype": "float32",
+                               "device": "cpu", "width": 32, "height": 32, "steps": 2, "batch_size": 3},
+        "live_generator": {"generators": [
+            {"backend": "vec2face", "count": 1, "model_id": str(vec2face), "num_heads": TINY_HEADS,
+             "decoder_num_heads": TINY_HEADS, "device": "cpu"},
+            {"backend": "uiface", "count": 1, "model_id": str(uiface), "steps": 6, "device": "cpu"},
+        ]},
+        "face_analyzer": {
+            "backend": "insightface", "model_dir": str(tiny_models["pack"]), "fmr": 0.001,
+            "thresholds": [{"fmr": 0.001, "value": 0.9999, "source": "test: tiny random recognizer"}],
+        },
+    }
+    path = root / "tiny-flux-then-vectors.yaml"
+    path.write_text(yaml.safe_dump(profile), encoding="utf-8")
+    run_batch(path)
+    with duckdb.connect(str(DatasetLayout(synid_home).manifest_path), read_only=True) as con:
+        documents = con.execute("SELECT DISTINCT generator FROM images WHERE kind = 'document'").fetchall()
+        live = con.execute("SELECT identity_id, generator, live_index, params FROM images WHERE kind = 'live' "
+                           "ORDER BY image_id").fetchall()
+        accepted = con.execute("SELECT count(*) FROM identities WHERE status IN ('accepted', 'incomplete')").fetchone()
+    assert documents == [("flux",)]
+    assert accepted[0] >= 1 and len(live) == 2 * accepted[0]
+    assert {(g, i) for _, g, i, _ in live} == {("vec2face", 0), ("uiface", 1)}
+    for identity, _, _, params in live:
+        source = json.loads(params)["vector_source"]
+        assert source["identity_id"] == identity and source["source"] != "identity_vectors", source
