@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 # Real PostgreSQL/Redis/Celery fixtures for the deployment tests, visible to every module.
@@ -24,6 +26,21 @@ def synid_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for variable in ("SYNID_PROFILE", "SYNID_ATTRIBUTES", "SYNID_SEED", "SYNID_BATCH_SIZE", "SYNID_LIVE"):
         monkeypatch.delenv(variable, raising=False)
     return home
+
+
+@pytest.fixture
+def instance_at() -> Iterator[Callable[[Path], dg.DagsterInstance]]:
+    """Opens the Dagster instance of a SYNID_HOME (its `dagster/` dir); every one opened is disposed after."""
+    opened: list[dg.DagsterInstance] = []
+
+    def open_instance(home: Path) -> dg.DagsterInstance:
+        # Not `with`: DagsterInstance.__exit__ leaves its defs-state context var set (dagster 1.13).
+        opened.append(dg.DagsterInstance.from_config(str(home / "dagster")))
+        return opened[-1]
+
+    yield open_instance
+    for instance in opened:
+        instance.dispose()
 
 
 @pytest.fixture

@@ -113,20 +113,6 @@ def processes() -> Iterator[Callable[..., subprocess.Popen]]:
         process.wait()
 
 
-@pytest.fixture
-def instance_at() -> Iterator[Callable[[Path], dg.DagsterInstance]]:
-    opened: list[dg.DagsterInstance] = []
-
-    def open_instance(home: Path) -> dg.DagsterInstance:
-        # Not `with`: DagsterInstance.__exit__ leaves its defs-state context var set (dagster 1.13).
-        opened.append(dg.DagsterInstance.from_config(str(home / "dagster")))
-        return opened[-1]
-
-    yield open_instance
-    for instance in opened:
-        instance.dispose()
-
-
 def _finish(process: subprocess.Popen, home: Path, log_name: str, timeout: float = 300) -> tuple[int, str]:
     try:
         process.wait(timeout=timeout)

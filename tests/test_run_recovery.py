@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -38,20 +38,6 @@ HAS_PROC = Path("/proc/self/stat").exists()
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-@pytest.fixture
-def instance_at() -> Iterator[Callable[[Path], dg.DagsterInstance]]:
-    opened: list[dg.DagsterInstance] = []
-
-    def open_instance(home: Path) -> dg.DagsterInstance:
-        # Not `with`: DagsterInstance.__exit__ leaves its defs-state context var set (dagster 1.13).
-        opened.append(dg.DagsterInstance.from_config(str(home / "dagster")))
-        return opened[-1]
-
-    yield open_instance
-    for instance in opened:
-        instance.dispose()
 
 
 def _holder_run(instance: dg.DagsterInstance, owner: RunOwner, pool: str = "gpu") -> str:
