@@ -43,6 +43,17 @@ def instance_at() -> Iterator[Callable[[Path], dg.DagsterInstance]]:
         instance.dispose()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module's tests (tiny models: threads cost more than the work)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def attributes_copy(tmp_path: Path) -> Path:
     """A writable copy of the shipped FLUXSynID attribute spec."""

@@ -20,13 +20,8 @@ FRS = ["adaface", "arcface", "curricularface"]
 TINY = {"units": tiny_faces.TINY_UNITS, "channels": tiny_faces.TINY_CHANNELS}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny models on a shared CPU: thread start-up and contention cost more than the work
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models on a shared CPU: thread start-up and contention cost more than the work.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,8 @@ TINY = {"units": tiny_faces.TINY_UNITS, "channels": tiny_faces.TINY_CHANNELS}
 VEC2FACE_FILE = "weights/arcface-r100-glint360k.pth"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models on a shared CPU: thread start-up and contention cost more than the work.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

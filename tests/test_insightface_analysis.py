@@ -16,13 +16,8 @@ CROP_MEAN_LEVELS = 0.01
 EMBEDDING_ATOL = 1e-4  # a one-level crop difference on a few pixels, through the tiny recognizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny models on a shared CPU: thread start-up and contention cost more than the work
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models on a shared CPU: thread start-up and contention cost more than the work.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,20 @@ STAGE_UNITS: dict[int, tuple[int, int, int, int]] = {
 FULL_CHANNELS = (64, 128, 256, 512)
 
 
+def stage_shape(depth: int, units: Sequence[int] | None, channels: Sequence[int] | None
+                ) -> tuple[Sequence[int], tuple[int, ...]]:
+    """Units and channels of an IResNet's four stages: `units` or the depth's published ones, and `channels`
+    or the full widths."""
+    if units is None:
+        if depth not in STAGE_UNITS:
+            raise ValueError(f"depth must be one of {sorted(STAGE_UNITS)}, got {depth}")
+        units = STAGE_UNITS[depth]
+    chans = tuple(channels) if channels is not None else FULL_CHANNELS
+    if len(units) != 4 or len(chans) != 4:
+        raise ValueError("units and channels need 4 stages each")
+    return units, chans
+
+
 @dataclass(frozen=True)
 class FRSSpec:
     depth: int
@@ -182,13 +196,7 @@ class IResNetBackbone(nn.Module):
         super().__init__()
         if mode not in ("ir", "ir_se"):
             raise ValueError(f"mode must be 'ir' or 'ir_se', got {mode!r}")
-        if units is None:
-            if depth not in STAGE_UNITS:
-                raise ValueError(f"depth must be one of {sorted(STAGE_UNITS)}, got {depth}")
-            units = STAGE_UNITS[depth]
-        chans = tuple(channels) if channels is not None else FULL_CHANNELS
-        if len(units) != 4 or len(chans) != 4:
-            raise ValueError("units and channels need 4 stages each")
+        units, chans = stage_shape(depth, units, channels)
         self.input_layer = nn.Sequential(
             nn.Conv2d(3, chans[0], (3, 3), 1, 1, bias=False), nn.BatchNorm2d(chans[0]), nn.PReLU(chans[0])
         )
@@ -246,13 +254,7 @@ class InsightFaceIResNet(nn.Module):
         embedding_size: int = 512,
     ) -> None:
         super().__init__()
-        if units is None:
-            if depth not in STAGE_UNITS:
-                raise ValueError(f"depth must be one of {sorted(STAGE_UNITS)}, got {depth}")
-            units = STAGE_UNITS[depth]
-        chans = tuple(channels) if channels is not None else FULL_CHANNELS
-        if len(units) != 4 or len(chans) != 4:
-            raise ValueError("units and channels need 4 stages each")
+        units, chans = stage_shape(depth, units, channels)
         self.conv1 = nn.Conv2d(3, chans[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(chans[0], eps=1e-05)
         self.prelu = nn.PReLU(chans[0])
