@@ -107,6 +107,27 @@ def test_exact_search_precisions_give_identical_pairs(shaped, precision: str) ->
     assert stats["rescored"] >= len(pairs)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("cut", [0.347, 0.3515625, 0.5 + 1e-9, 1e-30, -0.25])
+def testblock_hits_keep_every_entry_above_the_cut(dtype: str, cut: float) -> None:
+    """The thresholding of the product blocks compares bit patterns as integers: it must keep exactly the entries
+    above the (unrounded) cut, including those between the cut and its nearest value in the block's precision
+    (0.347 lies between two bfloat16 values, and rounds to the upper one)."""
+    import torch
+
+    from synid_assets.core.filtering.exact import block_hits
+
+    grid = torch.linspace(-1, 1, 40_001, dtype=torch.float64)
+    near = torch.tensor([cut, 0.3515625, 0.5, 1e-30, -0.25], dtype=torch.float64)
+    sims = torch.cat([grid, near, near.nextafter(torch.tensor(2.0, dtype=torch.float64))]).to(getattr(torch, dtype))
+    sims = sims[torch.randperm(len(sims), generator=torch.Generator().manual_seed(0))]
+    padded = torch.cat([sims, sims.new_zeros(-len(sims) % 101)]).view(-1, 101)
+    truth = torch.nonzero(padded.double() > cut)
+    found = block_hits(padded, cut)
+    assert sorted(map(tuple, found.tolist())) == sorted(map(tuple, truth.tolist()))
+    assert len(truth) > 0
+
+
 def test_pairs_within_the_margin_are_decided_in_float64() -> None:
     """Pairs scored at the threshold +- 1e-6: float16 products cannot tell them apart, the float64 re-score does."""
     rng = np.random.default_rng(0)

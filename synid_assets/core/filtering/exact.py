@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 MARGINS = {"float32": 5e-4, "float16": 3e-3, "bfloat16": 1.2e-2}
+# CPU blocks: rows x columns of one product (256 MB in bfloat16), large enough that AMX runs near its best rate
+CPU_BLOCK, CPU_COL_BLOCK = 8192, 16_384
 
 # seconds one multiply-add takes on this machine's CPU, measured once per process (see cpu_exact_seconds)
 _CPU_SECONDS_PER_MAC: list[float] = []
@@ -67,22 +69,24 @@ def cpu_precision() -> str:
 
 
 def _measure_cpu() -> None:
-    """Time a 2048 x 8192 x 512 block (product and thresholding as exact_pairs does it) in both precisions."""
+    """Time an 8192 x 16384 x 512 block (product into a reused buffer and thresholding, as exact_pairs does it)
+    in both precisions."""
     if _CPU_SECONDS_PER_MAC:
         return
     import torch
 
-    a = torch.nn.functional.normalize(torch.randn(2048, 512), dim=1)
-    b = torch.nn.functional.normalize(torch.randn(8192, 512), dim=1)
+    a = torch.nn.functional.normalize(torch.randn(CPU_BLOCK, 512), dim=1)
+    b = torch.nn.functional.normalize(torch.randn(CPU_COL_BLOCK, 512), dim=1)
     rates = {}
     for precision in ("float32", "bfloat16"):
         dtype = getattr(torch, precision)
         at, bt = a.to(dtype), b.to(dtype)
-        _block_hits(at @ bt.T, 0.5)  # warm-up
+        out = torch.empty(CPU_BLOCK, CPU_COL_BLOCK, dtype=dtype)
+        block_hits(torch.mm(at, bt.T, out=out), 0.5)  # warm-up
         t = time.perf_counter()
-        for _ in range(3):
-            _block_hits(at @ bt.T, 0.5)
-        rates[precision] = (time.perf_counter() - t) / (3 * 2048 * 8192 * 512)
+        for _ in range(2):
+            block_hits(torch.mm(at, bt.T, out=out), 0.5)
+        rates[precision] = (time.perf_counter() - t) / (2 * CPU_BLOCK * CPU_COL_BLOCK * 512)
     best = min(rates, key=lambda k: rates[k])
     _CPU_PRECISION.append(best)
     _CPU_SECONDS_PER_MAC.append(rates[best])
@@ -96,11 +100,31 @@ def cpu_exact_seconds(n: int, dim: int) -> float:
     return 1.33 * _CPU_SECONDS_PER_MAC[0] * n * (n - 1) / 2 * dim
 
 
-def _block_hits(sims: Any, cut: float) -> Any:
-    """(row, column) indices of the entries above `cut`; a row maximum first, as most rows hold none (~4x
-    cheaper on the CPU than nonzero over the whole block)."""
+def comparable(sims: Any, cut: float) -> tuple[Any, float | int]:
+    """(sims', cut') with `sims' > cut'` exactly where `sims > cut` for the unrounded float `cut`.
+
+    A tensor compared with a Python float compares in the tensor's precision, i.e. with `cut` rounded to the
+    nearest bfloat16 / float16 / float32, possibly upwards, which drops the entries between the cut and its
+    rounding. For cut > 0 the entries' bit patterns are compared as integers instead (positive IEEE floats are
+    ordered as their bits and negative ones read as negative integers) with `cut` rounded down: exact, and
+    half the cost of a bfloat16 maximum on the CPU. For cut <= 0 (never a useful threshold) a float64 copy."""
     import torch
 
+    if cut <= 0:
+        return sims.double(), cut
+    ints = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}[sims.dtype]
+    rounded = torch.tensor(cut, dtype=torch.float64).to(sims.dtype)
+    bits = int(rounded.view(ints))
+    # round down: the next lower positive float is bits - 1
+    return sims.view(ints), bits - 1 if float(rounded) > cut else bits
+
+
+def block_hits(sims: Any, cut: float) -> Any:
+    """(row, column) indices of the entries of the product block `sims` above `cut` (see `comparable`); a row
+    maximum first, as most rows hold none (~4x cheaper on the CPU than nonzero over the whole block)."""
+    import torch
+
+    sims, cut = comparable(sims, cut)
     rows = torch.nonzero(sims.amax(dim=1) > cut).squeeze(1)
     hits = torch.nonzero(sims.index_select(0, rows) > cut)
     hits[:, 0] = rows[hits[:, 0]]
@@ -129,8 +153,8 @@ def exact_pairs(
     if precision not in MARGINS:
         raise ValueError(f"precision must be one of {', '.join(MARGINS)}, got {precision!r}")
     n, dim = x.shape
-    block = block or (16_384 if on_gpu else 2048)
-    col_block = col_block or (131_072 if on_gpu else 16_384)
+    block = block or (16_384 if on_gpu else CPU_BLOCK)
+    col_block = col_block or (131_072 if on_gpu else CPU_COL_BLOCK)
     margin = MARGINS[precision]
     t0 = time.perf_counter()
     dtype = getattr(torch, precision)
@@ -144,11 +168,16 @@ def exact_pairs(
         found_i: list[np.ndarray] = []
         found_j: list[np.ndarray] = []
         cut = float(threshold) - margin
+        # one product buffer for every block: a fresh 256 MB output per product costs the CPU as much time in
+        # page faults as in the product
+        buffer = torch.empty(min(block, n) * min(col_block, n), dtype=dtype, device=device)
         for r0 in range(0, n, block):
             rows = rows_t[r0 : r0 + block]
             for c0 in range(r0, n, col_block):
-                sims = rows @ rows_t[c0 : c0 + col_block].T
-                hits = (torch.nonzero(sims > cut) if on_gpu else _block_hits(sims, cut)).cpu().numpy()
+                cols = rows_t[c0 : c0 + col_block]
+                sims = torch.mm(rows, cols.T, out=buffer[: len(rows) * len(cols)].view(len(rows), len(cols)))
+                hits = torch.nonzero(torch.gt(*comparable(sims, cut))) if on_gpu else block_hits(sims, cut)
+                hits = hits.cpu().numpy()
                 if len(hits):
                     gi, gj = hits[:, 0] + r0, hits[:, 1] + c0
                     keep = gi < gj

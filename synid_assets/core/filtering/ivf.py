@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from synid_assets.core.filtering.exact import MARGINS, query_pairs, rescore
+from synid_assets.core.filtering.exact import MARGINS, block_hits, query_pairs, rescore
 from synid_assets.core.filtering.rules import adjacency_csr, unique_pairs
 from synid_assets.core.filtering.similarity import unit_rows
 
@@ -163,11 +163,9 @@ class _Table:
                     pr = probers[s : s + _SCAN_ROWS]
                     sims = xb.index_select(0, pr) @ res_vecs
                     checked += sims.numel()
-                    # most blocks hold few hits: a row maximum first is ~4x cheaper than nonzero over the block
-                    rows = torch.nonzero(sims.amax(dim=1) > cut).squeeze(1)
-                    if len(rows):
-                        hits = torch.nonzero(sims.index_select(0, rows) > cut)
-                        found.append(torch.stack([pr[rows[hits[:, 0]]], residents[hits[:, 1]]], dim=1).numpy())
+                    hits = block_hits(sims, cut)
+                    if len(hits):
+                        found.append(torch.stack([pr[hits[:, 0]], residents[hits[:, 1]]], dim=1).numpy())
         return found, checked
 
 
