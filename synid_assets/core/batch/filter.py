@@ -14,7 +14,7 @@ import numpy as np
 from synid_assets.core.batch.common import MissingStepError, read_table, write_table
 from synid_assets.core.dataset.integrity import is_corrupted_error
 from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes, check_key
-from synid_assets.core.dataset.schemas import DOCUMENT_FACES, FILTER_DECISIONS, IDENTITIES
+from synid_assets.core.dataset.schemas import DOCUMENT_FACES, DOCUMENTS, FILTER_DECISIONS, IDENTITIES
 from synid_assets.core.dataset.vectorstore import ACCEPTED_TABLE, DOCUMENT_TABLE, EmbeddingStore
 from synid_assets.core.filtering.similarity import dataset_fmr
 
@@ -126,10 +126,32 @@ def _check_no_corrupted_documents(faces: Any, batch_id: str) -> None:
         )
 
 
+def generation_failed(params_json: str | None) -> str | None:
+    """The failure a generator recorded in an image's params (`generation_status` other than 'ok'), else None.
+
+    Vec2Face+ records 'attrop_failed' for an image still off its targets after AttrOP's last try; any backend
+    may record its own failure status the same way.
+    """
+    status = json.loads(params_json or "{}").get("generation_status")
+    return None if status in (None, "ok") else str(status)
+
+
+def _failed_documents(layout: DatasetLayout, batch_id: str) -> dict[str, str]:
+    """identity -> the generation status of its document, for documents whose generator recorded a failure."""
+    documents = read_table(layout, batch_id, DOCUMENTS, "identity_filter", ("identity_id", "params"))
+    failed = ((r["identity_id"], generation_failed(r["params"])) for r in documents.iter_rows(named=True))
+    return {identity: status for identity, status in failed if status is not None}
+
+
 def _decision_rows(
-    decisions: list[Any], leaks: dict[str, tuple[str, float]], batch_id: str, settings: FilterSettings
+    decisions: list[Any],
+    leaks: dict[str, tuple[str, float]],
+    failed: dict[str, str],
+    batch_id: str,
+    settings: FilterSettings,
 ) -> list[dict[str, Any]]:
-    """Rows of the filter_decisions table: one per decided identity, then one per leak."""
+    """Rows of the filter_decisions table: one per decided identity, then one per leak, then one per document
+    whose generation failed."""
     base = {
         "batch_id": batch_id,
         "threshold": settings.threshold,
@@ -150,6 +172,7 @@ def _decision_rows(
             "leak_match": None,
             "leak_similarity": None,
             "decision_order": order,
+            "rejection_reason": None if d.accepted else "similar",
         }
         for order, d in enumerate(decisions)
     ]
@@ -164,8 +187,24 @@ def _decision_rows(
             "leak_match": match,
             "leak_similarity": similarity,
             "decision_order": None,
+            "rejection_reason": "leak",
         }
         for identity, (match, similarity) in leaks.items()
+    ]
+    rows += [
+        {
+            **base,
+            "identity_id": identity,
+            "nearest_identity_id": None,
+            "similarity": None,
+            "accepted": False,
+            "rejected_leak": False,
+            "leak_match": None,
+            "leak_similarity": None,
+            "decision_order": None,
+            "rejection_reason": "generation_failed",
+        }
+        for identity in sorted(failed)
     ]
     return rows
 
@@ -183,7 +222,9 @@ def filter_batch(
     sorts before its own, so re-deciding it later gives the same decisions. Every earlier batch (sampled, or
     among `known_batches`, the partitions that exist) must therefore be decided first, else FilterOrderError;
     one decision runs at a time across processes (decision_lock). An identity whose face matches a reference
-    gallery face above the threshold is rejected as a leak before the similarity rule runs.
+    gallery face above the threshold is rejected as a leak before the similarity rule runs; one whose document's
+    generator recorded a failure (`generation_status` other than 'ok' in its params, e.g. Vec2Face+'s
+    'attrop_failed') is rejected as 'generation_failed' before both, and never becomes an accepted vector.
     """
     if settings.mode not in ("strict", "fmr"):
         raise ValueError(f"identity filter mode {settings.mode!r} is not 'strict' or 'fmr'")
@@ -203,11 +244,14 @@ def _decide(layout: DatasetLayout, batch_id: str, store: EmbeddingStore, setting
     _check_no_corrupted_documents(faces, batch_id)
     embedded = store.vectors(DOCUMENT_TABLE, batch_id=batch_id, model_id=settings.model_id)
     by_image = dict(zip(embedded["image_id"], embedded["vector"], strict=True))
-    candidates = [
+    embedded = [
         (r["identity_id"], by_image[r["image_id"]])
         for r in faces.sort("image_id").iter_rows(named=True)
         if r["face_detected"] and r["image_id"] in by_image
     ]
+    failed_status = _failed_documents(layout, batch_id)
+    failed = {identity: failed_status[identity] for identity, _ in embedded if identity in failed_status}
+    candidates = [c for c in embedded if c[0] not in failed]
     # Re-deciding a batch must not see its own previous acceptances.
     store.delete_batch(ACCEPTED_TABLE, batch_id)
     leaks: dict[str, tuple[str, float]] = {}
@@ -218,7 +262,7 @@ def _decide(layout: DatasetLayout, batch_id: str, store: EmbeddingStore, setting
         leaks = {c[0]: m for c, m in zip(candidates, matches, strict=True) if m[1] > settings.threshold}
     kept = [c for c in candidates if c[0] not in leaks]
     ids = [c[0] for c in kept]
-    dim = len(candidates[0][1]) if candidates else 0
+    dim = len(embedded[0][1]) if embedded else 0
     matrix = np.stack([c[1] for c in kept]) if kept else np.zeros((0, dim), np.float32)
     state = _filter_state(layout, batch_id)
     saturated = False  # fmr mode: some candidate had `neighbour_limit` earlier neighbours, all above threshold
@@ -242,7 +286,7 @@ def _decide(layout: DatasetLayout, batch_id: str, store: EmbeddingStore, setting
             state["accepted_total"], state["edges_total"],
         )
     accepted_count = sum(d.accepted for d in decisions)
-    write_table(layout, batch_id, FILTER_DECISIONS, _decision_rows(decisions, leaks, batch_id, settings))
+    write_table(layout, batch_id, FILTER_DECISIONS, _decision_rows(decisions, leaks, failed, batch_id, settings))
     accepted_rows = [
         {
             "identity_id": d.identity_id,
@@ -262,12 +306,13 @@ def _decide(layout: DatasetLayout, batch_id: str, store: EmbeddingStore, setting
         json.dumps({"accepted_total": accepted_total, "edges_total": edges_total}).encode(),
     )
     return {
-        "candidates": len(candidates),
+        "candidates": len(embedded),
         "accepted": accepted_count,
         "rejected_similar": len(kept) - accepted_count,
         "rejected_leak": len(leaks),
-        "no_face": faces.height - len(candidates),
-        "acceptance_rate": accepted_count / max(1, len(candidates)),
+        "rejected_generation_failed": len(failed),
+        "no_face": faces.height - len(embedded),
+        "acceptance_rate": accepted_count / max(1, len(embedded)),
         "dataset_accepted": accepted_total,
         "dataset_fmr": dataset_fmr(accepted_total, edges_total),
         # every candidate is compared with every earlier acceptance (flat LanceDB scan) and the batch's own

@@ -129,6 +129,7 @@ def _fill(con, layout: DatasetLayout, extra_info: dict[str, str]) -> dict[str, i
         "ORDER BY i.identity_id, i.kind, i.live_index NULLS FIRST",
     )
     status = """CASE WHEN doc.face_detected = false THEN 'no_face'
+                    WHEN d.rejection_reason = 'generation_failed' THEN 'generation_failed'
                     WHEN d.rejected_leak THEN 'rejected_leak'
                     WHEN d.accepted AND live.good < least(live.min_good, live.expected) THEN 'incomplete'
                     WHEN d.accepted THEN 'accepted'

@@ -180,7 +180,11 @@ FILTER_DECISIONS = Table(
         Column("rejected_leak", "Boolean", "rejected because a reference gallery face is above the threshold"),
         Column("leak_match", "String", "the gallery face it matched"),
         Column("leak_similarity", "Float64", "cosine similarity to that gallery face"),
-        Column("decision_order", "Int32", "order of the decision within its batch (NULL for leaks)"),
+        Column("decision_order", "Int32", "order of the decision within its batch (NULL for leaks and "
+               "generation failures)"),
+        Column("rejection_reason", "String", "why it was rejected: 'similar', 'leak' or 'generation_failed' (its "
+               "document's generator recorded a failure, e.g. Vec2Face+'s AttrOP after its last try); NULL when "
+               "accepted"),
     ),
 )
 
@@ -250,7 +254,8 @@ MANIFEST_IDENTITIES = ManifestTable(
             "status",
             "VARCHAR",
             "'accepted', 'incomplete' (accepted, too few good live images), 'rejected_similar', "
-            "'rejected_leak', 'no_face', or 'pending' before the filter",
+            "'rejected_leak', 'generation_failed' (its document's generator recorded a failure), 'no_face', "
+            "or 'pending' before the filter",
         ),
         copied(IDENTITIES, "subject"),
         copied(PROMPTS, "prompt_writer"),
@@ -305,7 +310,7 @@ MANIFEST_FILTER_DECISIONS = ManifestTable(
         copied(FILTER_DECISIONS, c)
         for c in ("identity_id", "nearest_identity_id", "similarity", "threshold", "accepted", "batch_id", "mode",
                   "model_id", "threshold_fmr", "threshold_source", "decision_order", "target_fmr", "rejected_leak",
-                  "leak_match", "leak_similarity")
+                  "leak_match", "leak_similarity", "rejection_reason")
     ),
 )
 

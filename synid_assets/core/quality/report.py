@@ -121,6 +121,7 @@ def build_quality_report(
         "genuine_live_vs_live": int(live_vs_live.size),
         "impostor_pairs": int(impostor.size),
         "rejected_leak": int(status.get("rejected_leak", 0)),
+        "generation_failed": int(status.get("generation_failed", 0)),
     }
     genuine_all = np.concatenate([live_vs_doc, live_vs_live])
     if genuine_all.size and impostor.size:
