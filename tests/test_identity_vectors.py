@@ -21,6 +21,7 @@ from synid_assets.core.identity_vectors import (
     max_pairwise_similarity,
     sample_vectors,
 )
+from synid_assets.core.identity_vectors.accepted import NEAREST_KEPT, AcceptedVectors
 
 
 def exact_max(vectors: np.ndarray) -> float:
@@ -124,6 +125,30 @@ def test_repulsion_spreads_vectors_further_than_gaussian() -> None:
     gaussian = sample_vectors(seeds, 8, SamplerSettings(max_similarity=0.99))
     repelled = sample_vectors(seeds, 8, SamplerSettings(method="repulsion", max_similarity=0.99))
     assert max_pairwise_similarity(repelled.vectors)[0] < max_pairwise_similarity(gaussian.vectors)[0] - 0.1
+
+
+def test_repulsion_vectors_do_not_depend_on_the_block_size() -> None:
+    # repulsion moves fixed chunks of consecutive slots together, whatever block the caller checks in
+    settings = SamplerSettings(method="repulsion", max_similarity=0.6, repulsion_steps=10)
+    a = sample_vectors(slot_seeds(9, 600), 16, settings, block=64)
+    b = sample_vectors(slot_seeds(9, 600), 16, settings, block=4096)
+    assert np.array_equal(a.vectors, b.vectors) and exact_max(a.vectors) <= 0.6
+
+
+@pytest.mark.parametrize("dim", [4, 64])
+def test_nearest_accepted_row_is_exact_in_float64(dim: int) -> None:
+    # bfloat16 scans, float64 re-scoring; in 4-d many rows lie within the bfloat16 margin of the best, beyond the
+    # NEAREST_KEPT re-scored ones: the rescan path must find the exact best too
+    rng = np.random.default_rng(dim)
+    accepted = AcceptedVectors(dim, rng.standard_normal((5000, dim)), block=1024)
+    queries = rng.standard_normal((300, dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    best, rows = accepted.nearest(queries)
+    exact = queries.astype(np.float64) @ accepted.rows.astype(np.float64).T
+    # (float64 sums in another order: equal to the last bits)
+    assert np.allclose(best, exact.max(axis=1), rtol=0, atol=1e-12) and np.array_equal(rows, exact.argmax(axis=1))
+    upto_best, _ = accepted.nearest(queries, upto=NEAREST_KEPT // 2)  # fewer rows than are kept
+    assert np.allclose(upto_best, exact[:, : NEAREST_KEPT // 2].max(axis=1), rtol=0, atol=1e-12)
 
 
 def test_blocked_max_pairwise_is_exact() -> None:

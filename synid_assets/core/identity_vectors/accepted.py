@@ -6,6 +6,8 @@ at b x block similarities whatever the number of accepted vectors (100,000 x 512
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # float32 dot products of unit vectors in a few hundred dimensions round by about 1e-6: a candidate is accepted
@@ -21,6 +23,15 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return (vectors / norms).astype(np.float32)
 
 
+# Scans score candidates against the accepted rows in bfloat16 (AMX/AVX-512 on this CPU: ~4x float32's rate),
+# whose rounding is within BF16_MARGIN of the float64 similarity for unit rows of d <= 4096 (filtering/exact.py
+# bounds it); each candidate's NEAREST_KEPT best rows are re-scored in float64, and the result is exact when no
+# other row's bfloat16 score comes within the margin of the float64 best (else the candidate is rescanned).
+BF16_MARGIN = 1.2e-2
+NEAREST_KEPT = 32
+FLOAT32_MARGIN = 5e-4  # float32 products of unit rows, d <= 4096 (filtering/exact.py)
+
+
 class AcceptedVectors:
     """A growing (n, d) float32 array of unit rows, with the nearest-row search done in blocks."""
 
@@ -34,6 +45,8 @@ class AcceptedVectors:
         self._rows = np.empty((max(capacity, 1) + len(prior), dim), np.float32)
         self._rows[: len(prior)] = prior
         self.count = len(prior)
+        self._bf16: Any = None  # torch bfloat16 copy of rows [0, _bf16_count), extended before each scan
+        self._bf16_count = 0
 
     @property
     def rows(self) -> np.ndarray:
@@ -49,18 +62,74 @@ class AcceptedVectors:
         self.count += 1
         return self.count - 1
 
-    def nearest(self, candidates: np.ndarray, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """For each candidate row, the largest similarity to rows [0, upto) and that row (-inf and -1 when none)."""
+    def _bf16_rows(self, upto: int) -> Any:
+        import torch
+
+        if self._bf16 is None or len(self._bf16) < upto:
+            grown = torch.empty((max(upto, len(self._rows)), self.dim), dtype=torch.bfloat16)
+            if self._bf16_count:
+                grown[: self._bf16_count] = self._bf16[: self._bf16_count]
+            self._bf16 = grown
+        if self._bf16_count < upto:
+            fresh = torch.from_numpy(self._rows[self._bf16_count : upto])
+            self._bf16[self._bf16_count : upto] = fresh.to(torch.bfloat16)
+            self._bf16_count = upto
+        return self._bf16[:upto]
+
+    def scan(self, candidates: np.ndarray, k: int, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each candidate's k best rows among [0, upto) by bfloat16 score: (scores (b, k) float32, rows (b, k)),
+        best first. Scores are within BF16_MARGIN of the exact similarities."""
+        import torch
+
         upto = self.count if upto is None else upto
-        best = np.full(len(candidates), -np.inf, np.float32)
-        where = np.full(len(candidates), -1, np.int64)
+        k = min(k, upto)
+        if k == 0 or len(candidates) == 0:
+            return np.zeros((len(candidates), 0), np.float32), np.zeros((len(candidates), 0), np.int64)
+        rows = self._bf16_rows(upto)
+        queries = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float32)).to(torch.bfloat16)
+        best_scores = torch.empty((len(candidates), 0))
+        best_rows = torch.empty((len(candidates), 0), dtype=torch.int64)
         for start in range(0, upto, self.block):
-            sims = candidates @ self._rows[start : min(start + self.block, upto)].T
-            rows = sims.argmax(axis=1)
-            values = np.take_along_axis(sims, rows[:, None], axis=1)[:, 0]
-            better = values > best
-            best[better], where[better] = values[better], rows[better] + start
+            sims = (queries @ rows[start : start + self.block].T).float()
+            scores, where = sims.topk(min(k, sims.shape[1]), dim=1)
+            best_scores = torch.cat([best_scores, scores], dim=1)
+            best_rows = torch.cat([best_rows, where + start], dim=1)
+            if best_scores.shape[1] > k:
+                best_scores, keep = best_scores.topk(k, dim=1)
+                best_rows = best_rows.gather(1, keep)
+        return best_scores.numpy(), best_rows.numpy()
+
+    def nearest(self, candidates: np.ndarray, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For each candidate row, the largest similarity to rows [0, upto) (float64 dot product of the float32
+        rows, exact) and that row (-inf and -1 when none)."""
+        upto = self.count if upto is None else upto
+        best = np.full(len(candidates), -np.inf, np.float64)
+        where = np.full(len(candidates), -1, np.int64)
+        if upto == 0 or len(candidates) == 0:
+            return best, where
+        candidates = np.asarray(candidates, dtype=np.float32)
+        for lo in range(0, len(candidates), 256):  # 256 x NEAREST_KEPT float64 rows at a time: 32 MB at d = 512
+            part = candidates[lo : lo + 256]
+            scores, kept = self.scan(part, NEAREST_KEPT, upto)
+            exact = np.einsum("bd,bkd->bk", part.astype(np.float64), self._rows[kept].astype(np.float64))
+            top = exact.argmax(axis=1)
+            best[lo : lo + len(part)] = exact[np.arange(len(part)), top]
+            where[lo : lo + len(part)] = kept[np.arange(len(part)), top]
+            # a row left out scored at most the smallest kept bfloat16 score: its similarity is below that + margin
+            unsure = np.flatnonzero((kept.shape[1] < upto) & (scores[:, -1] + BF16_MARGIN >= best[lo : lo + len(part)]))
+            if len(unsure):
+                self._rescan(part[unsure], lo + unsure, upto, best, where)
         return best, where
+
+    def _rescan(self, queries: np.ndarray, slots: np.ndarray, upto: int, best: np.ndarray, where: np.ndarray) -> None:
+        """Raise best[slots] to the exact maximum over rows [0, upto): float32 blocks, and every row within the
+        float32 rounding margin of the best so far (a lower bound of the maximum) re-scored in float64."""
+        for start in range(0, upto, self.block):
+            sims = queries @ self._rows[start : min(start + self.block, upto)].T
+            for q, row in np.argwhere(sims >= best[slots][:, None] - FLOAT32_MARGIN):
+                exact = float(queries[q].astype(np.float64) @ self._rows[start + row].astype(np.float64))
+                if exact > best[slots[q]]:
+                    best[slots[q]], where[slots[q]] = exact, start + row
 
 
 def max_pairwise_similarity(vectors: np.ndarray, block: int = 4096, margin: float = 1e-4) -> tuple[float, int, int]:
@@ -91,21 +160,3 @@ def max_pairwise_similarity(vectors: np.ndarray, block: int = 4096, margin: floa
                 if exact > best:
                     best, pair = exact, (i + int(a), j + int(b))
     return best, pair[0], pair[1]
-
-
-def top_k_rows(accepted: AcceptedVectors, candidates: np.ndarray, k: int) -> np.ndarray:
-    """The indices (b, <=k) of each candidate's k most similar accepted rows, found block by block."""
-    k = min(k, accepted.count)
-    if k == 0:
-        return np.zeros((len(candidates), 0), np.int64)
-    best_sims = np.full((len(candidates), 0), -np.inf, np.float32)
-    best_rows = np.zeros((len(candidates), 0), np.int64)
-    for start in range(0, accepted.count, accepted.block):
-        block = accepted.rows[start : start + accepted.block]
-        sims = np.concatenate([best_sims, candidates @ block.T], axis=1)
-        indices = np.broadcast_to(np.arange(start, start + len(block)), (len(candidates), len(block)))
-        rows = np.concatenate([best_rows, indices], axis=1)
-        keep = np.argpartition(-sims, k - 1, axis=1)[:, :k] if sims.shape[1] > k else np.argsort(-sims, axis=1)
-        best_sims = np.take_along_axis(sims, keep, axis=1)
-        best_rows = np.take_along_axis(rows, keep, axis=1)
-    return best_rows

@@ -18,27 +18,30 @@ def repel(
     learning_rate: float = 0.05,
     temperature: float = 30.0,
 ) -> np.ndarray:
-    """Candidates (b, d) moved apart on the sphere; neighbours (b, k, d): fixed rows each candidate is pushed from."""
-    x = np.asarray(candidates, dtype=np.float64)
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    fixed = None if neighbours is None or neighbours.shape[1] == 0 else np.asarray(neighbours, dtype=np.float64)
+    """Candidates (b, d) moved apart on the sphere; neighbours (b, k, d): fixed rows each candidate is pushed from.
+
+    float32 torch products (the result need not be exact: the sampler checks the bound in float64 afterwards).
+    """
+    import torch
+
+    x = torch.from_numpy(np.asarray(candidates, dtype=np.float32)).clone()
+    x /= x.norm(dim=1, keepdim=True)
+    fixed = (None if neighbours is None or neighbours.shape[1] == 0
+             else torch.from_numpy(np.asarray(neighbours, dtype=np.float32)))
     if len(x) < 2 and fixed is None:
-        return x  # nothing to move away from
+        return x.numpy()  # nothing to move away from
+    diagonal = torch.eye(len(x), dtype=torch.bool)
     for _ in range(steps):
-        logits = [x @ x.T]
-        np.fill_diagonal(logits[0], -np.inf)
+        logits = [(x @ x.T).masked_fill_(diagonal, -torch.inf)]
         if fixed is not None:
-            logits.append(np.einsum("bd,bkd->bk", x, fixed))
-        scores = temperature * np.concatenate(logits, axis=1)
-        scores -= scores.max(axis=1, keepdims=True)
-        weights = np.exp(scores)
-        weights /= weights.sum(axis=1, keepdims=True)
+            logits.append(torch.einsum("bkd,bd->bk", fixed, x))
+        weights = torch.softmax(temperature * torch.cat(logits, dim=1), dim=1)
         within = weights[:, : len(x)]
         # d/dx_i of sum_r softmax-max_r: x_j weighted by w_ij (row i's term) and w_ji (row j's term)
         gradient = (within + within.T) @ x
         if fixed is not None:
-            gradient += np.einsum("bk,bkd->bd", weights[:, len(x) :], fixed)
-        gradient -= np.sum(gradient * x, axis=1, keepdims=True) * x  # tangent to the sphere
+            gradient += torch.einsum("bk,bkd->bd", weights[:, len(x) :], fixed)
+        gradient -= (gradient * x).sum(dim=1, keepdim=True) * x  # tangent to the sphere
         x = x - learning_rate * gradient
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
+        x /= x.norm(dim=1, keepdim=True)
+    return x.numpy()

@@ -9,7 +9,9 @@ times, after which the sampler stops with `VectorSpaceFull` saying how many vect
 
 Methods: `gaussian` (isotropic normal draws, normalized: Vec2Face issue #18), `pca` (draws of the Gaussian fitted on
 real identity centres: Vec2Face #10/#11), `repulsion` (gaussian draws pushed apart on the hypersphere before the
-check: HyperFace). Candidates are checked a block at a time against the accepted vectors (see accepted.py).
+check: HyperFace; the candidates of REPULSION_CHUNK consecutive slots move together, away from each other and from
+their nearest vectors accepted before them, which stay fixed). Candidates are checked a block at a time against the
+accepted vectors (see accepted.py: bfloat16 scans, the nearest rows re-scored in float64).
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from typing import Any
 import numpy as np
 
 from synid_assets.core.dataset.seeds import stream_seed
-from synid_assets.core.identity_vectors.accepted import ROUNDING_GUARD, AcceptedVectors, top_k_rows, unit
+from synid_assets.core.identity_vectors.accepted import ROUNDING_GUARD, AcceptedVectors, unit
 from synid_assets.core.identity_vectors.centres import PcaGaussian
 from synid_assets.core.identity_vectors.repulsion import repel
 
 METHODS = ("gaussian", "pca", "repulsion")
 DRAW_STREAM = "identity-vector"
 REPULSION_NEIGHBOURS = 16  # accepted vectors each repelled candidate is pushed away from
+# repulsion moves the candidates of REPULSION_CHUNK consecutive slots together (slots [0, 256), [256, 512), ...),
+# away from each other and from the vectors accepted before them, whatever the block size
+REPULSION_CHUNK = 256
 
 
 class VectorSettingsError(ValueError):
@@ -149,7 +154,7 @@ def sample_vectors(
 
     def shaped(raw: np.ndarray) -> np.ndarray:
         if repulsion and settings.repulsion_steps:
-            rows = top_k_rows(accepted, unit(raw), REPULSION_NEIGHBOURS)
+            _, rows = accepted.scan(unit(raw), REPULSION_NEIGHBOURS)
             raw = repel(raw, accepted.rows[rows] if rows.size else None, steps=settings.repulsion_steps)
         return unit(raw)
 
@@ -160,6 +165,8 @@ def sample_vectors(
             out.nearest_row[slot], out.nearest_similarity[slot] = near[1], near[0]
         out.gallery_match[slot], out.gallery_similarity[slot] = match
 
+    if repulsion:
+        block = REPULSION_CHUNK  # a repelled vector depends on its chunk: chunks are fixed by slot, not by `block`
     for start in range(0, n, block):
         slots = range(start, min(start + block, n))
         seeds = [draw_seed(slot_seeds[s], 0) for s in slots]
