@@ -34,6 +34,7 @@ REDIS_SERVER = Path("/usr/bin/redis-server")
 POSTGRES_SCRIPT = REPO / "deploy" / "postgres" / "start_postgres.sh"
 REDIS_SCRIPT = REPO / "deploy" / "celery" / "start_redis.sh"
 WORKER_SCRIPT = REPO / "deploy" / "celery" / "start_worker.sh"
+DAEMON_SCRIPT = REPO / "deploy" / "celery" / "start_daemon.sh"
 SYNID_VARIABLES = ("SYNID_PROFILE", "SYNID_ATTRIBUTES", "SYNID_SEED", "SYNID_BATCH_SIZE", "SYNID_LIVE",
                    "SYNID_EXECUTOR", "SYNID_REDIS_URL")
 PG_VARIABLES = ("SYNID_PG_HOST", "SYNID_PG_PORT", "SYNID_PG_USER", "SYNID_PG_PASSWORD", "SYNID_PG_DB")
@@ -267,6 +268,79 @@ def wait_for_workers(workers: list[Worker], timeout: float = 120) -> None:
 
 
 @dataclass
+class Daemon:
+    """A `dagster-daemon run` of deploy/celery/start_daemon.sh, with its code server and the runs it launches."""
+
+    process: subprocess.Popen
+    log: Path
+
+    def rss_kib(self) -> tuple[int, int]:
+        """Resident memory (KiB) of the daemon with its code server, and of the run processes it launched."""
+        daemon = runs = 0
+        for pid in _process_tree(self.process.pid):
+            if b"execute_run" in _cmdline(pid):
+                runs += _rss_kib(pid)
+            else:
+                daemon += _rss_kib(pid)
+        return daemon, runs
+
+    def stop(self) -> None:
+        stop_process_group(self.process)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def start_daemon(env: dict[str, str], log: Path) -> Daemon:
+    with log.open("w") as out:
+        process = subprocess.Popen([str(DAEMON_SCRIPT)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    return Daemon(process, log)
+
+
+def launch_asset_backfill(instance, keys: list[str], tags: dict[str, str] | None = None) -> str:
+    """An asset backfill of the synid_batch job's assets (the batch assets, the manifest and the report) over
+    the batch partitions `keys`, added to the instance as the UI's `launchPartitionBackfill` does: the daemon's
+    backfill thread then requests its runs. The partitions are added first. Returns the backfill id."""
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from synid_assets.definitions import build_definitions
+    from synid_assets.defs.automation import batch_job
+    from synid_assets.defs.partitions import identity_batches
+
+    definitions = build_definitions()
+    asset_graph = definitions.resolve_asset_graph()
+    selection = sorted(batch_job.selection.resolve(asset_graph))
+    instance.add_dynamic_partitions(identity_batches.name, keys)
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(), asset_graph=asset_graph, partition_names=keys,
+        asset_selection=selection, backfill_timestamp=time.time(), tags=tags or {},
+        dynamic_partitions_store=instance, all_partitions=False, title=None, description=None, run_config=None)
+    instance.add_backfill(backfill)
+    return backfill.backfill_id
+
+
+def wait_for_backfill(instance, backfill_id: str, daemon: Daemon, timeout: float) -> str:
+    """Until the backfill is no longer requested (or cancelling); its final status (COMPLETED_SUCCESS, ...)."""
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    deadline = time.monotonic() + timeout
+    while (status := instance.get_backfill(backfill_id).status) in (BulkActionStatus.REQUESTED,
+                                                                     BulkActionStatus.CANCELING):
+        if daemon.process.poll() is not None:
+            raise RuntimeError(f"daemon exited (rc {daemon.process.returncode}):\n{daemon.log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"backfill {backfill_id} still {status.value} after {timeout} s")
+        time.sleep(1.0)
+    return status.value
+
+
+@dataclass
 class CeleryDeployment:
     """Postgres instance + Redis + N Celery workers, with one SYNID_HOME: what a multi-machine setup shares."""
 
@@ -274,6 +348,11 @@ class CeleryDeployment:
     dagster_home: Path
     env: dict[str, str]
     workers: list[Worker] = field(default_factory=list)
+    daemon: Daemon | None = None
+
+    def start_daemon(self) -> Daemon:
+        self.daemon = start_daemon(self.env, self.home.parent / "daemon.log")
+        return self.daemon
 
     def start_workers(self, count: int, mode: str = "all") -> list[Worker]:
         started = [start_worker(mode, self.env, self.home.parent / f"worker{len(self.workers) + i}.log",
@@ -283,6 +362,9 @@ class CeleryDeployment:
         return started
 
     def stop_workers(self) -> None:
+        if self.daemon is not None:  # first: it launches the runs that give the workers their steps
+            self.daemon.stop()
+            self.daemon = None
         for worker in self.workers:
             worker.stop()
         self.workers = []
