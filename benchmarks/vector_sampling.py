@@ -41,11 +41,14 @@ def main() -> int:
     settings = SamplerSettings(method=args.method, max_similarity=args.max_similarity, centres=args.centres)
     seeds = slot_seeds(args.seed, args.n)
     started = time.perf_counter()
-    placed = sample_vectors(
-        seeds, args.dim, settings,
-        progress=lambda done, n: print(f"  {done}/{n} placed, {time.perf_counter() - started:.0f} s", flush=True)
-        if done % 20480 < 2048 or done == n else None,
-    )  # fmt: skip
+    printed = [0]
+
+    def progress(done: int, n: int) -> None:
+        if done - printed[0] >= 20_000 or done == n:  # about five lines, whatever the sampler's block
+            printed[0] = done
+            print(f"  {done}/{n} placed, {time.perf_counter() - started:.0f} s", flush=True)
+
+    placed = sample_vectors(seeds, args.dim, settings, progress=progress)
     sampled = time.perf_counter() - started
     print(f"sampled {args.n} x {args.dim} ({args.method}, T = {args.max_similarity}) in {sampled:.1f} s; "
           f"{placed.candidates_drawn - args.n} redraws; peak RSS {peak_rss_mib():.0f} MiB")
