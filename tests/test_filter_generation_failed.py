@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from synid_assets.core.batch.common import write_table
-from synid_assets.core.batch.filter import FilterSettings, filter_batch, generation_failed
+from synid_assets.core.batch.common import generation_failed, write_table
+from synid_assets.core.batch.filter import FilterSettings, filter_batch
 from synid_assets.core.dataset.layout import DatasetLayout
 from synid_assets.core.dataset.manifest import build_manifest
 from synid_assets.core.dataset.schemas import DOCUMENTS, FILTER_DECISIONS

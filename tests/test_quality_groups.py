@@ -152,7 +152,7 @@ def test_galleries_show_the_pairs_they_claim(materialized: dict[str, Any]) -> No
     assert all(g[4] <= THRESHOLD and status[g[2]] == status[g[3]] == "accepted" for g in accepted)
     # The rejections are those nearest above the threshold, with the identity they matched.
     decisions = _manifest(home, "SELECT identity_id, nearest_identity_id, similarity FROM filter_decisions "
-                                "WHERE NOT accepted AND NOT coalesce(rejected_leak, false) "
+                                "WHERE rejection_reason = 'similar' "
                                 "ORDER BY similarity - threshold, identity_id")
     assert rejected and [(g[2], g[3]) for g in rejected] == [(d[0], d[1]) for d in decisions[:8]]
     assert all(g[4] > g[5] == THRESHOLD and status[g[2]] == "rejected_similar" for g in rejected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,3 +40,13 @@ def write_table(layout: DatasetLayout, batch_id: str, table: Table, rows: list[d
     import polars as pl
 
     write_parquet(pl.DataFrame(rows, schema=table.polars_schema()), layout.table(batch_id, table.name))
+
+
+def generation_failed(params_json: str | None) -> str | None:
+    """The failure a generator recorded in an image's params (`generation_status` other than 'ok'), else None.
+
+    Vec2Face+ records 'attrop_failed' for an image still off its targets after AttrOP's last try; any backend
+    may record its own failure status the same way.
+    """
+    status = json.loads(params_json or "{}").get("generation_status")
+    return None if status in (None, "ok") else str(status)

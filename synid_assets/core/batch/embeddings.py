@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from synid_assets.core.analysis.types import FaceAnalyzer
-from synid_assets.core.batch.common import read_table, write_table
+from synid_assets.core.batch.common import generation_failed, read_table, write_table
 from synid_assets.core.dataset.integrity import (
     IntegrityError,
     corrupted_error,
@@ -109,12 +109,12 @@ def _store_rows(
 
 
 def _generation_failed(layout: DatasetLayout, batch_id: str, images: Table) -> set[str]:
-    """Images whose generator kept them but recorded `generation_status: attrop_failed` in their params."""
+    """Images whose generator kept them but recorded a failure in their params (see `generation_failed`)."""
     frame = read_table(layout, batch_id, images, "live embeddings", ("image_id", "params"))
     return {
         row["image_id"]
         for row in frame.iter_rows(named=True)
-        if json.loads(row["params"] or "{}").get("generation_status") == "attrop_failed"
+        if generation_failed(row["params"]) is not None
     }
 
 

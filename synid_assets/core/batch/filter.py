@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from synid_assets.core.batch.common import MissingStepError, read_table, write_table
+from synid_assets.core.batch.common import MissingStepError, generation_failed, read_table, write_table
 from synid_assets.core.dataset.integrity import is_corrupted_error
 from synid_assets.core.dataset.layout import DatasetLayout, atomic_write_bytes, check_key
 from synid_assets.core.dataset.schemas import DOCUMENT_FACES, DOCUMENTS, FILTER_DECISIONS, IDENTITIES
@@ -124,16 +124,6 @@ def _check_no_corrupted_documents(faces: Any, batch_id: str) -> None:
             "they were made) and were not embedded; rerun the batch: document_images makes them again from their "
             "recorded seeds, then the filter decides the batch"
         )
-
-
-def generation_failed(params_json: str | None) -> str | None:
-    """The failure a generator recorded in an image's params (`generation_status` other than 'ok'), else None.
-
-    Vec2Face+ records 'attrop_failed' for an image still off its targets after AttrOP's last try; any backend
-    may record its own failure status the same way.
-    """
-    status = json.loads(params_json or "{}").get("generation_status")
-    return None if status in (None, "ok") else str(status)
 
 
 def _failed_documents(layout: DatasetLayout, batch_id: str) -> dict[str, str]:
