@@ -217,10 +217,10 @@ def _process_tree(pid: int) -> list[int]:
     while queue:
         current = queue.pop()
         pids.append(current)
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            children = []
+        children = []  # of every thread: the code server starts runs from its gRPC threads
+        for task in Path(f"/proc/{current}/task").glob("*") if Path(f"/proc/{current}").exists() else []:
+            with contextlib.suppress(OSError):
+                children += (task / "children").read_text().split()
         queue += [int(child) for child in children]
     return pids
 
@@ -278,7 +278,8 @@ class Daemon:
         """Resident memory (KiB) of the daemon with its code server, and of the run processes it launched."""
         daemon = runs = 0
         for pid in _process_tree(self.process.pid):
-            if b"execute_run" in _cmdline(pid):
+            # The code server starts each run in a multiprocessing 'spawn' child (dagster/_grpc/server.py).
+            if b"spawn_main" in _cmdline(pid):
                 runs += _rss_kib(pid)
             else:
                 daemon += _rss_kib(pid)
