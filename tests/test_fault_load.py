@@ -38,13 +38,13 @@ SETTINGS = {"SYNID_LIVE": "0", "SYNID_BATCH_SIZE": "4", "SYNID_SEED": "5"}
 class MemorySampler(threading.Thread):
     """Samples the RSS (KiB) of the daemon (with its code server) and of each worker once a second."""
 
-    def __init__(self, daemon, workers) -> None:
+    def __init__(self, dagster_daemon, workers) -> None:
         super().__init__(daemon=True)
-        self.daemon_process, self.workers, self.samples, self.done = daemon, workers, [], threading.Event()
+        self.dagster_daemon, self.workers, self.samples, self.done = dagster_daemon, workers, [], threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(1.0):
-            daemon_kib, runs_kib = self.daemon_process.rss_kib()
+            daemon_kib, runs_kib = self.dagster_daemon.rss_kib()
             self.samples.append((daemon_kib, runs_kib, [worker.rss_kib() for worker in self.workers]))
 
     def peak_mib(self, index: int) -> float:
@@ -96,7 +96,6 @@ def test_backfill_through_the_daemon_and_celery_workers(celery_deployment, capsy
         limits = {pool: instance.event_log_storage.get_concurrency_info(pool).slot_count for pool in peaks}
         assert set(peaks) == {"gpu", "identity_filter", "duckdb"}
         assert all(peaks[pool] <= limits[pool] for pool in peaks), (peaks, limits)
-
     finally:
         instance.dispose()
 

@@ -109,7 +109,7 @@ def test_exact_search_precisions_give_identical_pairs(shaped, precision: str) ->
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
 @pytest.mark.parametrize("cut", [0.347, 0.3515625, 0.5 + 1e-9, 1e-30, -0.25])
-def testblock_hits_keep_every_entry_above_the_cut(dtype: str, cut: float) -> None:
+def test_block_hits_keep_every_entry_above_the_cut(dtype: str, cut: float) -> None:
     """The thresholding of the product blocks compares bit patterns as integers: it must keep exactly the entries
     above the (unrounded) cut, including those between the cut and its nearest value in the block's precision
     (0.347 lies between two bfloat16 values, and rounds to the upper one)."""

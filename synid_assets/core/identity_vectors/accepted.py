@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from synid_assets.core.filtering.exact import MARGINS
+
 # float32 dot products of unit vectors in a few hundred dimensions round by about 1e-6: a candidate is accepted
 # only when its float32 similarity is at most the bound minus this guard, so the bound also holds in float64.
 ROUNDING_GUARD = 1e-5
@@ -24,12 +26,10 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 
 
 # Scans score candidates against the accepted rows in bfloat16 (AMX/AVX-512 on this CPU: ~4x float32's rate),
-# whose rounding is within BF16_MARGIN of the float64 similarity for unit rows of d <= 4096 (filtering/exact.py
-# bounds it); each candidate's NEAREST_KEPT best rows are re-scored in float64, and the result is exact when no
-# other row's bfloat16 score comes within the margin of the float64 best (else the candidate is rescanned).
-BF16_MARGIN = 1.2e-2
+# whose rounding is within MARGINS["bfloat16"] of the float64 similarity for unit rows of d <= 4096 (the bounds
+# of filtering/exact.py); each candidate's NEAREST_KEPT best rows are re-scored in float64, and the result is
+# exact when no other row's bfloat16 score comes within the margin of the float64 best (else it is rescanned).
 NEAREST_KEPT = 32
-FLOAT32_MARGIN = 5e-4  # float32 products of unit rows, d <= 4096 (filtering/exact.py)
 
 
 class AcceptedVectors:
@@ -78,7 +78,7 @@ class AcceptedVectors:
 
     def scan(self, candidates: np.ndarray, k: int, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each candidate's k best rows among [0, upto) by bfloat16 score: (scores (b, k) float32, rows (b, k)),
-        best first. Scores are within BF16_MARGIN of the exact similarities."""
+        best first. Scores are within MARGINS["bfloat16"] of the exact similarities."""
         import torch
 
         upto = self.count if upto is None else upto
@@ -116,7 +116,8 @@ class AcceptedVectors:
             best[lo : lo + len(part)] = exact[np.arange(len(part)), top]
             where[lo : lo + len(part)] = kept[np.arange(len(part)), top]
             # a row left out scored at most the smallest kept bfloat16 score: its similarity is below that + margin
-            unsure = np.flatnonzero((kept.shape[1] < upto) & (scores[:, -1] + BF16_MARGIN >= best[lo : lo + len(part)]))
+            margin = MARGINS["bfloat16"]
+            unsure = np.flatnonzero((kept.shape[1] < upto) & (scores[:, -1] + margin >= best[lo : lo + len(part)]))
             if len(unsure):
                 self._rescan(part[unsure], lo + unsure, upto, best, where)
         return best, where
@@ -126,7 +127,7 @@ class AcceptedVectors:
         float32 rounding margin of the best so far (a lower bound of the maximum) re-scored in float64."""
         for start in range(0, upto, self.block):
             sims = queries @ self._rows[start : min(start + self.block, upto)].T
-            for q, row in np.argwhere(sims >= best[slots][:, None] - FLOAT32_MARGIN):
+            for q, row in np.argwhere(sims >= best[slots][:, None] - MARGINS["float32"]):
                 exact = float(queries[q].astype(np.float64) @ self._rows[start + row].astype(np.float64))
                 if exact > best[slots[q]]:
                     best[slots[q]], where[slots[q]] = exact, start + row
