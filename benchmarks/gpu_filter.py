@@ -6,7 +6,7 @@
 
 The products run in float16 (or bfloat16) with float32 accumulation; every pair within the precision's rounding
 margin of the threshold is re-scored in float64, so the kept sets are exactly those of the CPU search. The check
-at the end compares the pairs of `--check-rows` random rows with an exact float32 CPU search of those rows.
+at the end compares the pairs of `--check-rows` random rows with an exact CPU search of those rows (query_pairs).
 """
 
 from __future__ import annotations

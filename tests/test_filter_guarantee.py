@@ -12,6 +12,7 @@ import pytest
 
 from synid_assets.core.filtering import scale as fs
 from synid_assets.core.filtering.exact import MARGINS, exact_pairs, query_pairs, rescore
+from synid_assets.core.filtering.ivf import INDEX_COST_PER_PAIR
 from synid_assets.core.filtering.pair_search import above_threshold_pairs, choose_method
 from synid_assets.core.filtering.similarity import unit_rows
 from synid_assets.core.filtering.synthetic import face_like_vectors, neighbour_share_threshold
@@ -167,9 +168,16 @@ def test_auto_chooses_exact_where_it_fits_the_time() -> None:
     method, why = choose_method(50_000, 512, 1e9)
     assert method == "exact" and "budget" in why
     assert choose_method(10_000_000, 512, 0.0, device="cuda")[0] == "exact"  # a GPU: always exact
-    x, _ = face_like_vectors(30_000, 16, "k1", seed=1)
-    stats = above_threshold_pairs(x, 0.99, method="auto", exact_budget_s=0.0, n_cells=64)[2]
-    assert stats["method"] == "index" and "budget" in stats["auto"]
+    # over the budget: the index, unless the probes it plans from its calibration sample cost more than exact
+    x, _ = face_like_vectors(30_000, 64, "k1", seed=1)
+    stats = above_threshold_pairs(x, neighbour_share_threshold(x, 0.05), method="auto", exact_budget_s=0.0)[2]
+    assert stats["method"] == "index" and "budget" in stats["auto"] and stats["plan"]["share_of_pairs"] < 0.7
+    x, _ = face_like_vectors(30_000, 64, "k0.5", seed=1)
+    threshold = neighbour_share_threshold(x, 0.2)
+    pairs, _, stats = above_threshold_pairs(x, threshold, method="auto", exact_budget_s=0.0, n_cells=64)
+    assert stats["method"] == "exact" and "costs more than scoring every pair" in stats["auto"]
+    assert stats["index_plan"]["plan"]["share_of_pairs"] * INDEX_COST_PER_PAIR >= 1
+    assert pairs.tolist() == exact_pairs(x, threshold)[0].tolist()
 
 
 def test_index_reports_its_sampled_recall_and_true_rate() -> None:

@@ -144,3 +144,32 @@ def test_index_recall_on_anisotropic_shapes(shape: str, share: float, n: int) ->
     assert stats["calibration"]["recall"] >= RECALL_TARGET and stats["rounds"][-1]["n_probe"] == stats["n_probe"]
     if shape != "k0.5":
         assert stats["candidates"] < 0.5 * n * (n - 1) / 2, stats  # it prunes
+
+
+def test_probe_plan_takes_the_cheapest_cover_of_the_sampled_pairs() -> None:
+    """plan_probes: the fewest probes in all that score all but `misses` of the pairs, each scanned space at
+    least the floor, a space that does not pay left out."""
+    from synid_assets.core.filtering.ivf import plan_probes
+
+    # ranks per pair in (raw, whitened): most pairs are near in raw; two are far in raw but near when whitened
+    ranks = np.array([[1, 90], [3, 80], [5, 99], [7, 70], [60, 2], [55, 4]])
+    assert plan_probes(ranks, misses=0, floor=4, n_cells=100) == [7, 4]  # 11 in all, not raw alone at 60
+    assert plan_probes(ranks, misses=2, floor=4, n_cells=100) == [7, 0]  # the two may be missed
+    assert plan_probes(ranks[:4], misses=0, floor=4, n_cells=100) == [7, 0]  # whitened does not pay
+    assert plan_probes(ranks, misses=0, floor=10, n_cells=100) == [10, 10]  # the floor holds in each
+    assert plan_probes(ranks[:, :1], misses=1, floor=4, n_cells=100) == [55]  # one space: its quantile
+    assert plan_probes(np.array([[500, 500]]), misses=0, floor=4, n_cells=100) == [100, 0]  # never above all
+
+
+def test_importing_synid_caps_onednn_kernel_cache() -> None:
+    """The oneDNN kernel cache is capped before torch multiplies (the index's thousands of product shapes held
+    GBs in it), unless the environment says otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "import os, synid_assets; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout == "64\n"
+    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "5"
+    assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout == "5\n"

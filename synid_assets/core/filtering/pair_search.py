@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from synid_assets.core.filtering.exact import cpu_exact_seconds, cuda_available, exact_pairs
-from synid_assets.core.filtering.ivf import ivf_pairs
+from synid_assets.core.filtering.ivf import IndexCostlierThanExact, ivf_pairs
 
 # "auto" searches exactly up to this many rows whatever the estimate (a few seconds), and above it while the
 # exact search's estimated time on this CPU fits the budget (seconds; $SYNID_FILTER_EXACT_BUDGET_S overrides).
@@ -45,7 +45,8 @@ def above_threshold_pairs(
     `vectors` must already be unit rows (see `unit_rows`); they are used as float32 without a copy when they
     are float32 C-contiguous. method: "exact" (options: device, precision, block, col_block), "index" (options:
     see ivf.ivf_pairs) or "auto": exact on a GPU, and on the CPU where its estimated time fits `exact_budget_s`
-    (default AUTO_EXACT_BUDGET_S) or n <= AUTO_EXACT_MAX_ROWS; the index otherwise.
+    (default AUTO_EXACT_BUDGET_S) or n <= AUTO_EXACT_MAX_ROWS; the index otherwise, unless the probes it plans
+    from its calibration sample would score more pairs (at its cost per pair) than the exact search: then exact.
     Returns (pairs int64 (E, 2) sorted by (i, j), similarities float64 (E,), stats).
     """
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -59,16 +60,25 @@ def above_threshold_pairs(
     # each search takes its own options: callers of "auto" may pass both sets
     exact_options = {k: v for k, v in options.items() if k in EXACT_OPTIONS}
     index_options = {k: v for k, v in options.items() if k not in EXACT_OPTIONS}
-    if method == "exact":
-        pairs, sims, extra = exact_pairs(x, threshold, **exact_options)
-        stats.update(extra)
-        stats.update({"edges": len(pairs), "seconds": time.perf_counter() - t0})
-        return pairs, sims, stats
-    if method != "index":
+    if method not in ("exact", "index"):
         raise ValueError(f"unknown method {method!r} (exact, index or auto)")
-    pairs, sims, checked, extra = ivf_pairs(x, threshold, **index_options)
+    if method == "index":
+        try:
+            # "auto" lets the index give way to the exact search when its probe plan would cost more
+            pairs, sims, checked, extra = ivf_pairs(x, threshold, exact_when_cheaper="auto" in stats, **index_options)
+            stats.update(extra)
+            stats.update({"candidates": int(checked), "edges": len(pairs), "seconds": time.perf_counter() - t0})
+            return pairs, sims, stats
+        except IndexCostlierThanExact as planned:
+            plan = planned.stats["plan"]
+            stats["auto"] += (
+                f"; the index's plan ({plan['n_probe']} probes per space, {plan['share_of_pairs']:.0%} of the"
+                " pairs) costs more than scoring every pair: exact"
+            )
+            stats.update({"method": "exact", "index_plan": planned.stats})
+    pairs, sims, extra = exact_pairs(x, threshold, **exact_options)
     stats.update(extra)
-    stats.update({"candidates": int(checked), "edges": len(pairs), "seconds": time.perf_counter() - t0})
+    stats.update({"edges": len(pairs), "seconds": time.perf_counter() - t0})
     return pairs, sims, stats
 
 
