@@ -2,8 +2,8 @@
 
 * "exact" (exact.py): blocked torch products over the upper triangle on the CPU or a GPU, re-scored in float64;
 * "index" (ivf.py): an inverted-file index of our own over raw and whitened spherical k-means cells, scanned with
-  bfloat16 products, every candidate re-scored in float64, a two-hop closure, and probes that grow until an
-  exact search of sampled rows says the index finds 99.9% of their pairs (or its time budget ends).
+  bfloat16 products, every candidate re-scored in float64, a two-hop closure, and probes planned from the pairs
+  of sampled rows and checked on others (they grow until 99.9% of those are found, or the time budget ends).
 
 Why our own index rather than FAISS, hnswlib or usearch (issue 13's k^-1 shape, on the shared 2-core box; see
 the README's filter section for the side-by-side figures): a FAISS IVF partition has the same recall per probe

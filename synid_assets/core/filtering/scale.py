@@ -7,7 +7,7 @@ identities is at most a target. Here the same decisions are made on the sparse g
 * `above_threshold_pairs` (pair_search.py) finds the graph: "exact" (exact.py: blocked torch products on the
   CPU or a GPU, never n x n at once, pairs near the threshold re-scored in float64) or "index" (an inverted-file
   index of our own (ivf.py) over raw and whitened partitions, every candidate scored exactly); "auto" runs
-  exact on a GPU and where its estimated CPU time fits the budget;
+  exact on a GPU, where its estimated CPU time fits the budget, and where the index's probe plan would cost more;
 * `strict_keep` / `fmr_keep` decide on the graph in O(n + E) / O((n + E) log n) with the rules the incremental
   filter uses too (rules.py);
 * `dense_strict_keep` / `dense_fmr_keep` are plain dense versions of the same rules (baseline and test oracle).
