@@ -213,8 +213,9 @@ def exact_pairs(
 def query_pairs(x: np.ndarray, rows: np.ndarray, threshold: float, col_block: int = 16_384) -> np.ndarray:
     """Exact above-threshold pairs (as unordered (i < j) int64 pairs, unique, sorted) between the given query
     rows and every row: the ground truth a sampled recall estimate compares an index with. bfloat16 products
-    (every candidate within MARGINS["bfloat16"] re-scored in float64), which at 1M rows is ~6x numpy's float32:
-    the index's calibration and the recall estimate each search thousands of rows against all of them."""
+    (every candidate within MARGINS["bfloat16"] re-scored in float64): 3.0 s for 2,000 rows against 200k, where
+    numpy's float32 products alone took 4.2 s; the index's calibration and the recall estimate each search
+    thousands of rows against all of them."""
     import torch
 
     rows = np.unique(np.asarray(rows, dtype=np.int64))
