@@ -221,14 +221,13 @@ def query_pairs(x: np.ndarray, rows: np.ndarray, threshold: float, col_block: in
     rows = np.unique(np.asarray(rows, dtype=np.int64))
     n = x.shape[0]
     cut = threshold - MARGINS["bfloat16"]
+    queries = torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32)).to(torch.bfloat16)
     found: list[np.ndarray] = []
-    for s in range(0, len(rows), 4096):
-        q = rows[s : s + 4096]
-        queries = torch.from_numpy(np.ascontiguousarray(x[q], dtype=np.float32)).to(torch.bfloat16)
-        for c0 in range(0, n, col_block):
-            cols = torch.from_numpy(np.ascontiguousarray(x[c0 : c0 + col_block], dtype=np.float32))
-            hits = block_hits(queries @ cols.to(torch.bfloat16).T, cut).numpy()
-            a, b = q[hits[:, 0]], hits[:, 1] + c0
+    for c0 in range(0, n, col_block):  # each column block converted once, for every query
+        cols = torch.from_numpy(np.ascontiguousarray(x[c0 : c0 + col_block], dtype=np.float32)).to(torch.bfloat16)
+        for s in range(0, len(rows), 4096):
+            hits = block_hits(queries[s : s + 4096] @ cols.T, cut).numpy()
+            a, b = rows[s + hits[:, 0]], hits[:, 1] + c0
             keep = a != b
             found.append(np.stack([np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])], axis=1))
     cand = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), np.int64)

@@ -62,6 +62,12 @@ def _bf16(x: np.ndarray) -> Any:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.bfloat16)
 
 
+def _cell_scores(z: Any, cent: Any) -> Any:
+    """Cosine of bfloat16 rows z to bfloat16 unit centroids, as float32: the one ordering of cells that both the
+    scan's probe lists and the plan's probe ranks use."""
+    return (z @ cent.T).float()
+
+
 def _top_cells(z: Any, centroids: np.ndarray, n_probe: int, first: int = 0, block: int = 16_384) -> np.ndarray:
     """Cell ids of each row of the bfloat16 tensor z at probe ranks [first, n_probe), nearest first (cosine to
     unit centroids): (n, n_probe - first), int16 where the cells allow (a 1M-row probe list at 300 ranks is
@@ -72,7 +78,7 @@ def _top_cells(z: Any, centroids: np.ndarray, n_probe: int, first: int = 0, bloc
     n = z.shape[0]
     out = np.empty((n, n_probe - first), dtype=np.int16 if len(centroids) < 2**15 else np.int32)
     for s in range(0, n, block):
-        scores = (z[s : s + block] @ cent.T).float()
+        scores = _cell_scores(z[s : s + block], cent)
         out[s : s + block] = torch.topk(scores, n_probe, dim=1, sorted=True).indices[:, first:].numpy()
     return out
 
@@ -162,7 +168,7 @@ class _Table:
         def rank(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             out = np.empty(len(a), np.int64)
             for s in range(0, len(a), 8192):
-                scores = (self.zb.index_select(0, torch.from_numpy(a[s : s + 8192])) @ cent.T).float()
+                scores = _cell_scores(self.zb.index_select(0, torch.from_numpy(a[s : s + 8192])), cent)
                 own = scores.gather(1, torch.from_numpy(self.home[b[s : s + 8192]].astype(np.int64))[:, None])
                 out[s : s + 8192] = (scores >= own).sum(dim=1).numpy()  # includes the cell itself: rank + 1
             return out
@@ -230,7 +236,7 @@ def plan_probes(ranks: np.ndarray, misses: int, floor: int, n_cells: int) -> lis
     options = np.unique(np.concatenate([[0, floor], np.quantile(second, np.linspace(0, 1, 257)).astype(int)]))
     best: list[int] | None = None
     for p2 in options[options <= n_cells]:
-        p2 = int(p2) and max(floor, int(p2))
+        p2 = max(floor, int(p2)) if p2 else 0
         p1 = probes_for(first[second > p2] if p2 else first)
         if best is None or p1 + p2 < sum(best):
             best = [p1, p2]
@@ -305,7 +311,8 @@ def ivf_pairs(
         rng = np.random.default_rng(seed + 104_729)
         drawn = rng.choice(n, size=min(n, 2 * calibration_rows), replace=False)
         plan_truth = query_pairs(x, drawn[:calibration_rows], threshold)
-        truth = query_pairs(x, drawn[calibration_rows:], threshold) if n > calibration_rows else plan_truth
+        check_rows = drawn[calibration_rows:] if n > calibration_rows else drawn
+        truth = query_pairs(x, check_rows, threshold) if n > calibration_rows else plan_truth
         # a plan that leaves m of E sampled pairs out leaves ~(m + 1) / (E + 1) of all pairs out: aim at half the
         # misses the target allows
         misses = max(0, int((1 - recall_target) / 2 * (len(plan_truth) + 1)) - 1)
@@ -355,7 +362,7 @@ def ivf_pairs(
     stats.update({"n_probe": list(probes), "scan_s": scan_s})
     if not fixed:
         stats["calibration"] = {
-            "rows": max(len(drawn) - calibration_rows, len(drawn) if n <= calibration_rows else 0),
+            "rows": len(check_rows),
             "pairs": len(truth),
             "recall": recall,
         }

@@ -53,7 +53,8 @@ def above_threshold_pairs(
     n = x.shape[0]
     budget = float(options.pop("exact_budget_s", AUTO_EXACT_BUDGET_S))
     stats: dict[str, Any] = {"n": n}
-    if method == "auto":
+    auto = method == "auto"
+    if auto:
         method, stats["auto"] = choose_method(n, x.shape[1], budget, options.get("device"))
     stats["method"] = method
     t0 = time.perf_counter()
@@ -65,7 +66,7 @@ def above_threshold_pairs(
     if method == "index":
         try:
             # "auto" lets the index give way to the exact search when its probe plan would cost more
-            pairs, sims, checked, extra = ivf_pairs(x, threshold, exact_when_cheaper="auto" in stats, **index_options)
+            pairs, sims, checked, extra = ivf_pairs(x, threshold, exact_when_cheaper=auto, **index_options)
             stats.update(extra)
             stats.update({"candidates": int(checked), "edges": len(pairs), "seconds": time.perf_counter() - t0})
             return pairs, sims, stats
